@@ -1,0 +1,1 @@
+"""The ``simtool`` command line: thin Typer commands over the library."""

@@ -1,0 +1,1 @@
+"""Datasets: the dataset-directory format, builders, the experience stream and augmentations."""

@@ -1,0 +1,1 @@
+"""Models: timm backbones, MLP heads, and the time/context model."""

@@ -1,0 +1,160 @@
+"""Tests for the procedural toy-world renderer (simtool.data.toyworld)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from simtool.data.toyworld import FAMILIES, ToyWorld, render_toyworld
+from simtool.errors import UserError
+from simtool.specs.data import ToyWorldSpec
+
+ROOMS, CPR, OPC, FPO, SIZE = 2, 2, 3, 4, 32
+C = ROOMS * CPR
+
+
+def small_spec(**kw) -> ToyWorldSpec:
+    base = dict(n_rooms=ROOMS, categories_per_room=CPR, objects_per_category=OPC,
+                frames_per_object=FPO, image_size=SIZE)
+    base.update(kw)
+    return ToyWorldSpec(**base)
+
+
+@pytest.fixture(scope="module")
+def world() -> ToyWorld:
+    return render_toyworld(small_spec(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def world_rooms() -> ToyWorld:
+    return render_toyworld(small_spec(room_backgrounds=True), seed=0)
+
+
+def foreground(images: np.ndarray, thresh: int = 24) -> np.ndarray:
+    """Boolean (N, S, S) mask of pixels that differ from the background. The background is a
+    vertical gradient and objects never reach the left image column, so column 0 gives the
+    background colour of each row."""
+    im = images.astype(np.int16)
+    return np.abs(im - im[:, :, :1, :]).sum(-1) > thresh
+
+
+def test_families_list():
+    assert len(FAMILIES) >= 24
+    assert len(set(FAMILIES)) == len(FAMILIES)
+    assert all(isinstance(name, str) and name for name in FAMILIES)
+
+
+def test_shapes_and_dtypes(world):
+    n = C * OPC * FPO
+    assert world.images.shape == (n, SIZE, SIZE, 3)
+    assert world.images.dtype == np.uint8
+    for arr in (world.category, world.object, world.frame):
+        assert arr.shape == (n,)
+        assert arr.dtype == np.int64
+    assert world.room_of_category.shape == (C,)
+    assert world.room_of_category.dtype == np.int64
+    assert len(world.category_names) == C
+
+
+def test_ordering_and_ids(world):
+    n = C * OPC * FPO
+    rows = np.arange(n)
+    np.testing.assert_array_equal(world.category, rows // (OPC * FPO))
+    np.testing.assert_array_equal(world.object, rows // FPO)
+    np.testing.assert_array_equal(world.frame, rows % FPO)
+    np.testing.assert_array_equal(world.object // OPC, world.category)
+    np.testing.assert_array_equal(world.room_of_category, np.arange(C) // CPR)
+    assert len(set(world.category_names)) == C
+    assert set(world.category_names) <= set(FAMILIES)
+
+
+def test_deterministic_and_seed_dependent(world):
+    again = render_toyworld(small_spec(), seed=0)
+    assert np.array_equal(again.images, world.images)
+    assert again.category_names == world.category_names
+    other = render_toyworld(small_spec(), seed=1)
+    assert not np.array_equal(other.images, world.images)
+
+
+def test_independent_of_torch_threads(world):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = render_toyworld(small_spec(), seed=0)
+        assert torch.get_num_threads() == 1  # restored to the caller's setting
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(single.images, world.images)
+
+
+def test_rotation_visible_but_coherent(world):
+    x = world.images.reshape(C, OPC, FPO, -1).astype(np.float64)
+    # every pair of frames of an object differs
+    for c in range(C):
+        for o in range(OPC):
+            for i in range(FPO):
+                for j in range(i + 1, FPO):
+                    assert np.abs(x[c, o, i] - x[c, o, j]).mean() > 0.5
+    consecutive = np.abs(x - np.roll(x, 1, axis=2)).mean()
+    cross = np.mean([np.abs(x[c] - x[(c + 1) % C]).mean() for c in range(C)])
+    assert consecutive < cross
+
+
+def test_objects_not_blank(world):
+    frac = foreground(world.images).mean(axis=(1, 2))
+    assert frac.min() > 0.03
+    assert 0.15 < frac.mean() < 0.85
+
+
+def test_every_family_renders_inside_the_frame():
+    """All families: visible, not touching the border, extent ~50–80 % of the frame."""
+    n_fam = len(FAMILIES)
+    rooms = next(r for r in range(2, 9) if n_fam % r == 0 and n_fam // r <= 8)
+    spec = ToyWorldSpec(n_rooms=rooms, categories_per_room=n_fam // rooms,
+                        objects_per_category=3, frames_per_object=2, image_size=32)
+    w = render_toyworld(spec, seed=3)
+    assert sorted(w.category_names) == sorted(FAMILIES)
+    fg = foreground(w.images)
+    border = np.concatenate([fg[:, 0], fg[:, -1], fg[:, :, 0], fg[:, :, -1]], axis=1)
+    assert not border.any()
+    for i, mask in enumerate(fg):
+        ys, xs = np.nonzero(mask)
+        assert ys.size > 0.03 * mask.size, w.category_names[w.category[i]]
+        extent = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) / mask.shape[0]
+        assert 0.4 < extent < 0.9, (w.category_names[w.category[i]], extent)
+
+
+def test_room_backgrounds(world, world_rooms):
+    def corners(w: ToyWorld, room: int) -> np.ndarray:
+        cats = np.nonzero(w.room_of_category == room)[0]
+        rows = np.nonzero(np.isin(w.category, cats))[0]
+        im = w.images[rows]
+        return np.stack([im[:, 0, 0], im[:, 0, -1], im[:, -1, 0], im[:, -1, -1]], 1)
+
+    shared = [corners(world, r) for r in range(ROOMS)]
+    assert np.array_equal(shared[0][:1].repeat(len(shared[0]), 0), shared[0])
+    assert np.array_equal(shared[0][0], shared[1][0])
+    own = [corners(world_rooms, r) for r in range(ROOMS)]
+    assert np.array_equal(own[0][:1].repeat(len(own[0]), 0), own[0])  # one background per room
+    assert np.abs(own[0][0].astype(int) - own[1][0].astype(int)).sum() > 30
+    # the backgrounds option changes nothing else about the world
+    assert world_rooms.category_names == world.category_names
+
+
+def test_progress_reports_objects():
+    calls = []
+    render_toyworld(small_spec(image_size=16, frames_per_object=2), seed=0,
+                    progress=lambda done, total: calls.append((done, total)))
+    assert calls
+    assert all(total == C * OPC for _, total in calls)
+    done = [d for d, _ in calls]
+    assert done == sorted(done)
+    assert done[-1] == C * OPC
+
+
+def test_too_many_categories():
+    spec = ToyWorldSpec(n_rooms=8, categories_per_room=8)
+    assert 64 > len(FAMILIES)
+    with pytest.raises(UserError, match="lower n_rooms or categories_per_room"):
+        render_toyworld(spec, seed=0)
