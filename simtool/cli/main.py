@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from simtool import __version__
@@ -66,11 +67,23 @@ def root(
     STATE["debug"] = debug
 
 
-def _print_spec(title: str, spec) -> None:
+def _print_spec(title: str, spec, written_to: str | None = None) -> None:
+    """Short form of a resolved spec: the values that differ from the spec class defaults."""
     from simtool.specs.base import flatten
 
     flat = flatten(spec.to_dict())
-    console.print(f"[bold]{title}[/] " + "  ".join(f"[dim]{k}[/]={v}" for k, v in flat.items()), highlight=False, soft_wrap=True)
+    defaults = flatten(type(spec).model_construct().to_dict()) if _all_defaults(spec) else {}
+    shown = {k: v for k, v in flat.items() if k not in defaults or defaults[k] != v}
+    where = f"  [dim](full spec: {written_to})[/]" if written_to else ""
+    console.print(f"[bold]{title}[/] " + "  ".join(f"[cyan]{k}[/]={v}" for k, v in shown.items()) + where, highlight=False, soft_wrap=True)
+
+
+def _all_defaults(spec) -> bool:
+    try:
+        type(spec)()
+        return True
+    except Exception:  # noqa: BLE001 - specs with required fields print in full
+        return False
 
 
 @app.command("build-data")
@@ -126,7 +139,7 @@ def train(
         else:
             spec = resolve_train_spec(preset, str(config) if config else None, set_, str(data) if data else None, seed, device)
             spec = train_lib.prepare(spec, console)
-            _print_spec("train", spec)
+            _print_spec("train (differences from the paper defaults)", spec, "RUN/spec.yaml")
             run_dir, summary = train_lib.train(spec, str(out) if out else None, console=console)
     except TrainingInterrupted as exc:
         console.print(f"[yellow]{exc}[/]")
@@ -211,7 +224,7 @@ def compare(
     for title, header, rows in tabs:
         table = Table(*header, title=title)
         for r in rows:
-            table.add_row(*r)
+            table.add_row(*(escape(c) for c in r))
         out_console.print(table)
     if path:
         console.print(f"[green]Wrote[/] {path}/comparison.md, comparison.csv, comparison.json")
