@@ -158,3 +158,16 @@ def test_too_many_categories():
     assert 64 > len(FAMILIES)
     with pytest.raises(UserError, match="lower n_rooms or categories_per_room"):
         render_toyworld(spec, seed=0)
+
+
+def test_hue_spread_keeps_objects_near_their_family_hue():
+    import colorsys
+
+    from simtool.data.toyworld import _FAMILY_TABLE, _sample_objects
+
+    objs = _sample_objects(np.random.default_rng(0), _FAMILY_TABLE["sphere"], 60, family_hue=0.3, hue_spread=0.1)
+    hues = np.array([colorsys.rgb_to_hsv(*b)[0] for b in objs["base"]])
+    assert np.all(np.abs(hues - 0.3) <= 0.05 + 1e-6)
+    free = _sample_objects(np.random.default_rng(0), _FAMILY_TABLE["sphere"], 60, family_hue=0.3, hue_spread=1.0)
+    free_hues = np.array([colorsys.rgb_to_hsv(*b)[0] for b in free["base"]])
+    assert np.ptp(free_hues) > 0.5, "hue_spread=1 allows any hue"

@@ -142,7 +142,7 @@ def train(
             _print_spec("train (differences from the paper defaults)", spec, "RUN/spec.yaml")
             run_dir, summary = train_lib.train(spec, str(out) if out else None, console=console)
     except TrainingInterrupted as exc:
-        console.print(f"[yellow]{exc}[/]")
+        console.print(f"[yellow]{exc}[/]", soft_wrap=True)
         raise typer.Exit(130)
     console.print(f"[green]Done.[/] Run directory: {run_dir}  ({summary['steps']} steps, final loss {summary['final_loss']:.4f})")
     out_console.print(str(run_dir))

@@ -536,8 +536,11 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + math.sin(angle) * k + (1.0 - math.cos(angle)) * (k @ k)
 
 
-def _sample_objects(rng: np.random.Generator, fam: _Family, n: int) -> dict[str, np.ndarray]:
-    """Draw ``n`` objects of one family: proportions, stretch, pose phase, colours, texture."""
+def _sample_objects(rng: np.random.Generator, fam: _Family, n: int, family_hue: float = 0.0,
+                    hue_spread: float = 1.0) -> dict[str, np.ndarray]:
+    """Draw ``n`` objects of one family: proportions, stretch, pose phase, colours, texture.
+
+    An object's hue lies within ``±hue_spread/2`` of turn of ``family_hue`` (1.0 = any hue)."""
     n_par = len(fam.params)
     rows: dict[str, list] = {k: [] for k in
                              ("params", "stretch", "tilt", "phase", "base", "second",
@@ -556,6 +559,8 @@ def _sample_objects(rng: np.random.Generator, fam: _Family, n: int) -> dict[str,
         rows["tilt"].append(_rotation(np.array([math.cos(azimuth), 0.0, math.sin(azimuth)]), angle))
         rows["phase"].append(rng.uniform(0.0, 2.0 * math.pi))
         hue, sat, val = rng.uniform(), rng.uniform(0.35, 0.95), rng.uniform(0.55, 1.0)
+        if hue_spread < 1.0:
+            hue = family_hue + (hue - 0.5) * hue_spread
         rows["base"].append(_hsv(hue, sat, val))
         rows["second"].append(_hsv(hue + rng.uniform(0.25, 0.75), rng.uniform(0.1, 0.9),
                                    rng.uniform(0.3, 1.0)))
@@ -816,7 +821,10 @@ def render_toyworld(spec: ToyWorldSpec, seed: int,
     names = [FAMILIES[int(i)] for i in chosen]
     hue0 = float(rng.uniform())
     room_of_category = np.arange(n_cat, dtype=np.int64) // spec.categories_per_room
-    objects = [_sample_objects(rng, _FAMILY_TABLE[name], n_obj) for name in names]
+    # typical hue of each family, from its own stream so other draws do not depend on it
+    family_hues = np.random.default_rng([seed, 7]).uniform(size=n_cat)
+    objects = [_sample_objects(rng, _FAMILY_TABLE[name], n_obj, float(family_hues[c]), spec.hue_spread)
+               for c, name in enumerate(names)]
     backgrounds = torch.from_numpy(_room_backgrounds(spec, hue0))
 
     N = n_cat * n_obj * n_frames

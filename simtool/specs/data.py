@@ -38,6 +38,7 @@ class ToyWorldSpec(Spec):
     frames_per_object: int = Field(16, ge=2, le=360)
     image_size: int = Field(64, ge=16, le=512)
     room_backgrounds: bool = False
+    hue_spread: float = Field(0.15, ge=0, le=1, description="object hues vary within ±spread/2 turn of their family's typical hue (1 = any hue)")
     image_format: Literal["png", "jpeg"] = "png"
     split: SplitSpec = SplitSpec(train=0.7, val=0.1, test=0.2)
 
