@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 from rich.console import Console
 
 from simtool.data.builders import build_dataset
+from simtool.engine.distributed import barrier, setup_distributed
 from simtool.engine.loop import fit
 from simtool.errors import UserError
 from simtool.io import atomic_write_yaml, cache_dir
@@ -53,6 +55,8 @@ def new_run_dir(spec: TrainSpec, out: str | None) -> Path:
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"--out {run_dir} is a file; pass a directory path.")
     else:
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            raise UserError("Under torchrun every process must write to the same run directory: pass --out DIR.")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path("runs") / f"{stamp}-{spec.preset or spec.method}"
         n = 1
@@ -77,18 +81,27 @@ def load_run_spec(run_dir: str | Path) -> TrainSpec:
 
 
 def prepare(spec: TrainSpec, console: Console | None = None) -> TrainSpec:
-    """Fill in the default toy world when the spec names no data."""
+    """Fill in the default toy world when the spec names no data (built by rank 0 only)."""
     if spec.data.path is None:
-        path = ensure_default_toyworld(console)
+        dist = setup_distributed()
+        if dist.is_main:
+            ensure_default_toyworld(console)
+        barrier(dist)
+        path = default_toyworld_path()
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path)})})
     return spec
 
 
 def train(spec: TrainSpec, out: str | None = None, console: Console | None = None, stop_after_steps: int | None = None) -> tuple[Path, dict]:
     spec = prepare(spec, console)
-    run_dir = new_run_dir(spec, out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_yaml(run_dir / SPEC_FILE, spec.to_dict())
+    dist = setup_distributed()
+    if dist.is_main:
+        run_dir = new_run_dir(spec, out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_yaml(run_dir / SPEC_FILE, spec.to_dict())
+    else:
+        run_dir = Path(out)  # new_run_dir on rank 0 insists on --out under torchrun
+    barrier(dist)
     summary = fit(spec, run_dir, build_method, resume=False, console=console, stop_after_steps=stop_after_steps)
     return run_dir, summary
 

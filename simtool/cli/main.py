@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -65,6 +66,8 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ):
     STATE["debug"] = debug
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only rank 0 talks
+        console.quiet = out_console.quiet = True
 
 
 def _print_spec(title: str, spec, written_to: str | None = None) -> None:

@@ -14,7 +14,7 @@ or the stream neighbour with classic augmentations (``combined``). Losses, summe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Iterator
 
 import numpy as np
@@ -57,6 +57,10 @@ class PairBatch:
     room: torch.Tensor  # int64 (B,)
     pos_category: torch.Tensor  # int64 (B,) of the positives
     pos_room: torch.Tensor
+
+    def pin_memory(self) -> "PairBatch":
+        """Called by the DataLoader when ``pin_memory=True`` (CUDA), so host→device copies overlap."""
+        return PairBatch(*(getattr(self, f.name).pin_memory() if getattr(self, f.name) is not None else None for f in fields(self)))
 
 
 class _PairDataset(torch.utils.data.Dataset):
