@@ -167,6 +167,7 @@ def save_embeddings(
     from simtool.specs.evaluate import SaveEmbeddingsSpec
 
     spec = validate(SaveEmbeddingsSpec, {"runs": [str(r) for r in runs], "out": str(out), "split": split, "layers": _split_list(layers), "device": device, "batch_size": batch_size}, "save-embeddings options")
+    _print_spec("save-embeddings", spec)
     info = _save(spec, console)
     console.print(f"[green]Wrote[/] {info['out']} and {info['rows']} ({info['n']} rows, {len(info['models'])} model(s)).")
 
@@ -200,6 +201,7 @@ def evaluate(
     from simtool.specs.evaluate import EvaluateSpec
 
     spec = validate(EvaluateSpec, {"target": str(target), "type": type, "out": str(out) if out else None, "rooms": rooms, "repeats": repeats, "seed": seed, "split": split, "layers": _split_list(layers), "device": device}, "evaluate options")
+    _print_spec("evaluate", spec, "the results JSON")
     with console.status("Embedding and evaluating ..."):
         results, path = _evaluate(spec, console)
     for m in results["models"]:
@@ -223,6 +225,7 @@ def compare(
     from simtool.specs.evaluate import CompareSpec
 
     spec = validate(CompareSpec, {"targets": [str(t) for t in targets], "out": str(out) if out else None, "layer": layer}, "compare options")
+    _print_spec("compare", spec)
     tabs, records, path = _compare(spec)
     for title, header, rows in tabs:
         table = Table(*header, title=title)
