@@ -274,18 +274,22 @@ def random_resized_crop(
     return _crop_resize(x, boxes, int(size))
 
 
-def random_hflip(x: Tensor, p: float, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Flip each sample left-right with probability ``p``: ``(B, 3, H, W)`` -> float32 ``(B, 3, H, W)``.
-
-    Mirrors ``torchvision.transforms.RandomHorizontalFlip(p)``, decided per sample.
-    """
+def _randomly_apply(x: Tensor, p: float, generator, fn) -> Tensor:
+    """Apply ``fn(subset, indices)`` to each sample with probability ``p`` (p = 0: exact no-op)."""
     _check_batch(x)
     _check_generator(generator)
     x = to_float(x)
     if p <= 0:
         return x
-    mask = _bernoulli_mask(x.shape[0], p, generator)
-    return _apply_subset(x, mask, lambda sub, idx: sub.flip(3))
+    return _apply_subset(x, _bernoulli_mask(x.shape[0], p, generator), fn)
+
+
+def random_hflip(x: Tensor, p: float, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Flip each sample left-right with probability ``p``: ``(B, 3, H, W)`` -> float32 ``(B, 3, H, W)``.
+
+    Mirrors ``torchvision.transforms.RandomHorizontalFlip(p)``, decided per sample.
+    """
+    return _randomly_apply(x, p, generator, lambda sub, idx: sub.flip(3))
 
 
 def center_crop(x: Tensor, size: int, crop_frac: float = 1.0) -> Tensor:
@@ -429,13 +433,7 @@ def random_grayscale(x: Tensor, p: float, generator: Optional[torch.Generator] =
     ``(B, 3, H, W)`` -> float32 ``(B, 3, H, W)``; luma = ``0.299 R + 0.587 G + 0.114 B`` (ITU-R 601).
     Mirrors ``torchvision.transforms.RandomGrayscale(p)``.
     """
-    _check_batch(x)
-    _check_generator(generator)
-    x = to_float(x)
-    if p <= 0:
-        return x
-    mask = _bernoulli_mask(x.shape[0], p, generator)
-    return _apply_subset(x, mask, lambda sub, idx: _grayscale(sub).expand(-1, 3, -1, -1).contiguous())
+    return _randomly_apply(x, p, generator, lambda sub, idx: _grayscale(sub).expand(-1, 3, -1, -1).contiguous())
 
 
 # ----------------------------------------------------------------------------------------------
