@@ -53,7 +53,10 @@ def test_subsample_objects_is_category_balanced():
     assert [int(keep[categories == c].sum()) for c in range(3)] == [math.ceil(0.3 * 20)] * 3
 
 
-@pytest.mark.parametrize("extra", [["contrast.mode=combined"], ["model.per_half=false"], ["contrast.augment.blur=0.5"]])
+@pytest.mark.parametrize(
+    "extra",
+    [["contrast.mode=combined"], ["model.per_half=false"], ["contrast.augment.blur=0.5"], ["data.cache=none", "data.num_workers=2"]],
+)
 def test_variants_train(tmp_path, tiny_world, extra):
     spec = resolve_train_spec("normal", sets=TINY_TRAIN + ["loop.epochs=1"] + extra, data=str(tiny_world), device="cpu")
     _, summary = train_lib.train(spec, str(tmp_path / "run"))

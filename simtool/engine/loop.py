@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from simtool import __version__
 from simtool.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from simtool.engine.device import autocast, resolve_device, resolve_precision
-from simtool.engine.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed, teardown_distributed
+from simtool.engine.distributed import DistInfo, all_reduce_mean, any_rank, barrier, setup_distributed, teardown_distributed
 from simtool.engine.seed import seed_everything
 from simtool.errors import UserError
 from simtool.io import append_jsonl, atomic_write_json, atomic_write_text
@@ -254,6 +254,7 @@ def _fit(spec, run_dir, build_method, resume, console, stop_after_steps, dist: D
                     progress.update(task, completed=global_step, epoch=f"{epoch + 1}/{spec.loop.epochs}")
                     if stop_after_steps is not None and global_step >= stop_after_steps:
                         stop["flag"] = True
+                    stop["flag"] = any_rank(stop["flag"], dist, device)
                     next_epoch, next_step = (epoch + 1, 0) if step + 1 >= steps_per_epoch else (epoch, step + 1)
                     if stop["flag"]:
                         if next_step == 0:
