@@ -93,13 +93,16 @@ def _all_defaults(spec) -> bool:
 @handle_errors
 def build_data(
     format: str = typer.Option(..., "--format", help="Source format: toyworld."),
-    source: Optional[Path] = typer.Argument(None, help="Raw data to read (not used by toyworld)."),
+    source: Optional[Path] = typer.Argument(None, metavar="[SRC]", help="Raw data to read (not used by toyworld)."),
     out: Path = typer.Option(..., "--out", help="Dataset directory to create."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
 ):
-    """Build a dataset directory (frames.parquet + images.h5 + dataset.json) from raw data."""
+    """Build a dataset directory from raw data.
+
+    Writes frames.parquet (index), images.h5 (encoded images) and dataset.json (the card).
+    """
     from simtool.data.builders import build_dataset
     from simtool.specs.resolve import resolve_build_spec
 
@@ -123,7 +126,10 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
 ):
-    """Train a model with the shared engine (presets: normal, time_only, simclr, ...)."""
+    """Train a model from a preset (see --list-presets).
+
+    Writes RUN/spec.yaml, metrics.jsonl, safetensors checkpoints and summary.json.
+    """
     from simtool.engine.loop import TrainingInterrupted
     from simtool.specs.resolve import list_presets as _list, resolve_train_spec
     from simtool import train as train_lib
@@ -154,14 +160,17 @@ def train(
 @app.command("save-embeddings")
 @handle_errors
 def save_embeddings(
-    runs: List[Path] = typer.Argument(..., help="Run directories."),
+    runs: List[Path] = typer.Argument(..., metavar="RUN...", help="Run directories."),
     out: Path = typer.Option(..., "--out", help="Output .safetensors file (row ids go beside it)."),
     split: str = typer.Option("test", "--split", help="train | val | test | all."),
     layers: Optional[List[str]] = typer.Option(None, "--layers", help="Layers to export (repeatable or comma-separated); default all."),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(256, "--batch-size"),
 ):
-    """Export per-layer embeddings of trained runs (safetensors + parquet row ids)."""
+    """Export per-layer embeddings of trained runs.
+
+    Writes FILE.safetensors (one tensor per run and layer) and FILE.rows.parquet (row ids).
+    """
     from simtool.embed import save_embeddings as _save
     from simtool.specs.base import validate
     from simtool.specs.evaluate import SaveEmbeddingsSpec
@@ -185,7 +194,7 @@ def _split_list(values: Optional[List[str]]) -> Optional[List[str]]:
 @app.command()
 @handle_errors
 def evaluate(
-    target: Path = typer.Argument(..., help="A run directory or an embeddings .safetensors file."),
+    target: Path = typer.Argument(..., metavar="TARGET", help="A run directory or an embeddings .safetensors file."),
     type: str = typer.Option(..., "--type", help="odd-one-out | triplets | classes."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results JSON (default: next to the target)."),
     rooms: Optional[str] = typer.Option(None, "--rooms", help="semantic | random | a room JSON file (default: the training rooms)."),
@@ -195,7 +204,10 @@ def evaluate(
     layers: Optional[List[str]] = typer.Option(None, "--layers", help="Layers to evaluate; default all."),
     device: str = typer.Option("auto", "--device"),
 ):
-    """Evaluate a run or embeddings: odd-one-out accuracy per layer (triplets/classes later)."""
+    """Evaluate a run or an embeddings file.
+
+    odd-one-out: context/category/object accuracy at every layer (triplets/classes: not yet).
+    """
     from simtool.evaluate import evaluate as _evaluate
     from simtool.specs.base import validate
     from simtool.specs.evaluate import EvaluateSpec
@@ -215,11 +227,14 @@ def evaluate(
 @app.command()
 @handle_errors
 def compare(
-    targets: List[Path] = typer.Argument(..., help="Results JSON files or run directories."),
+    targets: List[Path] = typer.Argument(..., metavar="TARGET...", help="Results JSON files or run directories."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for comparison.md/.csv/.json."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Compare at one layer (e.g. time.out)."),
 ):
-    """Compare evaluation results across runs as tables (Markdown, CSV, JSON)."""
+    """Compare evaluation results in tables.
+
+    --out writes comparison.md, comparison.csv and comparison.json.
+    """
     from simtool.compare import compare as _compare
     from simtool.specs.base import validate
     from simtool.specs.evaluate import CompareSpec
