@@ -93,7 +93,7 @@ def _all_defaults(spec) -> bool:
 @handle_errors
 def build_data(
     format: str = typer.Option(..., "--format", help="Source format: toyworld."),
-    source: Optional[Path] = typer.Argument(None, metavar="[SRC]", help="Raw data to read (not used by toyworld)."),
+    source: Optional[Path] = typer.Argument(None, metavar="SRC", help="Raw data to read (not used by toyworld)."),
     out: Path = typer.Option(..., "--out", help="Dataset directory to create."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     config: Optional[Path] = ConfigOpt,
@@ -160,7 +160,7 @@ def train(
 @app.command("save-embeddings")
 @handle_errors
 def save_embeddings(
-    runs: List[Path] = typer.Argument(..., metavar="RUN...", help="Run directories."),
+    runs: List[Path] = typer.Argument(..., metavar="RUN", help="Run directories."),
     out: Path = typer.Option(..., "--out", help="Output .safetensors file (row ids go beside it)."),
     split: str = typer.Option("test", "--split", help="train | val | test | all."),
     layers: Optional[List[str]] = typer.Option(None, "--layers", help="Layers to export (repeatable or comma-separated); default all."),
@@ -227,7 +227,7 @@ def evaluate(
 @app.command()
 @handle_errors
 def compare(
-    targets: List[Path] = typer.Argument(..., metavar="TARGET...", help="Results JSON files or run directories."),
+    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="Results JSON files or run directories."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for comparison.md/.csv/.json."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Compare at one layer (e.g. time.out)."),
 ):
