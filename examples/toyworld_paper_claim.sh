@@ -11,4 +11,4 @@ for preset in normal time_only simclr random_context; do
   simtool evaluate "$OUT/$preset" --type odd-one-out --rooms semantic
 done
 simtool evaluate "$OUT/random_context" --type odd-one-out --rooms random
-simtool compare "$OUT"/* --layer time.out --out "$OUT/comparison"
+simtool compare "$OUT"/normal "$OUT"/time_only "$OUT"/simclr "$OUT"/random_context --layer time.out --out "$OUT/comparison"
