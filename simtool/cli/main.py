@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -75,18 +76,13 @@ def _print_spec(title: str, spec, written_to: str | None = None) -> None:
     from simtool.specs.base import flatten
 
     flat = flatten(spec.to_dict())
-    defaults = flatten(type(spec).model_construct().to_dict()) if _all_defaults(spec) else {}
+    try:
+        defaults = flatten(type(spec)().to_dict())
+    except ValidationError:  # specs with required fields print in full
+        defaults = {}
     shown = {k: v for k, v in flat.items() if k not in defaults or defaults[k] != v}
     where = f"  [dim](full spec: {written_to})[/]" if written_to else ""
     console.print(f"[bold]{title}[/] " + "  ".join(f"[cyan]{k}[/]={v}" for k, v in shown.items()) + where, highlight=False, soft_wrap=True)
-
-
-def _all_defaults(spec) -> bool:
-    try:
-        type(spec)()
-        return True
-    except Exception:  # noqa: BLE001 - specs with required fields print in full
-        return False
 
 
 @app.command("build-data")

@@ -540,7 +540,7 @@ def _sample_objects(rng: np.random.Generator, fam: _Family, n: int, family_hue: 
                     hue_spread: float = 1.0) -> dict[str, np.ndarray]:
     """Draw ``n`` objects of one family: proportions, stretch, pose phase, colours, texture.
 
-    An object's hue lies within ``±hue_spread/2`` of turn of ``family_hue`` (1.0 = any hue)."""
+    An object's hue (in turns) lies within ``family_hue ± hue_spread/2``; ``hue_spread=1`` allows any hue."""
     n_par = len(fam.params)
     rows: dict[str, list] = {k: [] for k in
                              ("params", "stretch", "tilt", "phase", "base", "second",
