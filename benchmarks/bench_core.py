@@ -53,11 +53,11 @@ def main() -> None:
     rows.append(("stream build (1e6 frames, 10 rooms)", f"{s * 1e3:.0f} ms"))
 
     from simtool.data.augment import BatchAugment
-    from simtool.specs.train import AugmentSpec
+    from simtool.data.augment import ClassicAugment
 
     x = torch.randint(0, 256, (2 * args.batch, 3, 64, 64), dtype=torch.uint8, device=device)
     for mode in ("crop", "classic"):
-        aug = BatchAugment(64, mode, AugmentSpec())
+        aug = BatchAugment(64, mode, ClassicAugment())
         g = torch.Generator().manual_seed(0)
         s = timeit(lambda: aug(x, g), sync=sync)
         rows.append((f"BatchAugment {mode} ({2 * args.batch}x3x64x64)", f"{s * 1e3:.1f} ms"))

@@ -10,7 +10,3 @@ class UserError(Exception):
     """An error caused by the user's input; its message is shown verbatim, exit code 2."""
 
     exit_code = 2
-
-
-class NotAvailableYet(UserError):
-    """A feature whose spec parses but whose implementation has not landed yet."""

@@ -1,20 +1,38 @@
 """Atomic file writing and small I/O helpers shared by every stage.
 
-Every file simtool writes goes through :func:`atomic_write`: the content is written to a
-temporary file in the same directory, flushed, fsynced and renamed over the target, so a crash
-or Ctrl-C never leaves a half-written file behind.
+Every file simtool writes goes through :func:`atomic_path` (or :func:`atomic_dir` for a
+directory): the content is written under a temporary name in the same directory, flushed,
+fsynced and renamed over the target, so a crash or Ctrl-C never leaves a half-written file
+where a finished one is expected. Written files get the usual permissions (``0666 & ~umask``),
+not the private ones of ``mkstemp``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, directory: bool = False) -> None:
+    """Give a temporary file or directory the permissions a plain ``open``/``mkdir`` would."""
+    try:
+        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+    except OSError:
+        pass
 
 
 @contextmanager
@@ -29,10 +47,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _publish_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory next to ``path``; rename it to ``path`` if the block succeeds.
+
+    ``path`` must not exist, or be an empty directory (which is replaced).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        _publish_mode(tmp, directory=True)
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -62,6 +101,12 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
+
+
+def canonical_hash(obj: Any, length: int = 16) -> str:
+    """Short SHA-256 of the canonical JSON form of ``obj`` (sorted keys), e.g. a spec hash."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
 def cache_dir() -> Path:

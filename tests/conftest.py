@@ -35,8 +35,10 @@ TINY_TRAIN = [
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
+def _isolated(tmp_path_factory, tmp_path, monkeypatch):
+    """Every test runs in its own temporary directory with its own cache: nothing lands in the checkout."""
     monkeypatch.setenv("SIMTOOL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -46,4 +48,30 @@ def tiny_world(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("data") / "tiny"
     build_dataset(resolve_build_spec("toyworld", str(out), sets=TINY_WORLD, seed=3))
+    return out
+
+
+def cli(*args):
+    """Run the simtool CLI in-process (Typer's CliRunner) with string arguments."""
+    from typer.testing import CliRunner
+
+    from simtool.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def sets(items):
+    """["a=1", "b=2"] -> ["--set", "a=1", "--set", "b=2"]."""
+    return [x for item in items for x in ("--set", item)]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_world, tmp_path_factory):
+    """One finished `normal` run on the tiny world (1 epoch), shared read-only by tests."""
+    from simtool.specs.resolve import resolve_train_spec
+    from simtool.stages import train as stage
+
+    out = tmp_path_factory.mktemp("runs") / "normal"
+    spec = resolve_train_spec("normal", sets=TINY_TRAIN + ["loop.epochs=1"], data=str(tiny_world), device="cpu")
+    stage.train(spec, str(out))
     return out

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 from simtool.data import augment as A
-from simtool.specs.train import AugmentSpec
+from simtool.data.augment import ClassicAugment
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -293,7 +293,7 @@ def test_center_crop_constant_and_identity():
 
 LO = torch.tensor([(0 - m) / s for m, s in zip(A.IMAGENET_MEAN, A.IMAGENET_STD)]).view(1, 3, 1, 1)
 HI = torch.tensor([(1 - m) / s for m, s in zip(A.IMAGENET_MEAN, A.IMAGENET_STD)]).view(1, 3, 1, 1)
-SPEC = AugmentSpec(blur=0.5)
+SPEC = ClassicAugment(blur=0.5)
 
 
 @pytest.mark.parametrize("mode", ["crop", "classic", "eval"])
@@ -336,7 +336,7 @@ def test_batch_augment_eval_is_deterministic_and_validates():
 
 
 def test_classic_with_all_probabilities_zero_is_a_resized_crop():
-    spec = AugmentSpec(flip=0, jitter=0, grayscale=0, blur=0, min_crop=0.5)
+    spec = ClassicAugment(flip=0, jitter=0, grayscale=0, blur=0, min_crop=0.5)
     x = rand_uint8(8, 32, 32)
     out = A.BatchAugment(16, "classic", spec=spec)(x, gen(9))
     ref = A.normalize(A.random_resized_crop(x, 16, scale=(0.5, 1.0), generator=gen(9)))

@@ -8,7 +8,8 @@ import random
 import numpy as np
 import torch
 
-from simtool.engine.checkpoint import flatten_state, latest_checkpoint, load_checkpoint, save_checkpoint, unflatten_state
+from simtool.engine.checkpoint import flatten_state, model_state, unflatten_state
+from simtool.formats.run_dir import RunDir
 
 
 def _equal(a, b) -> bool:
@@ -47,15 +48,19 @@ def test_flatten_round_trip_optimizer_and_rng():
 
 
 def test_checkpoint_directory_is_atomic_and_pickle_free(tmp_path):
+    run = RunDir(tmp_path)
     model = torch.nn.Linear(3, 2)
     for step in (5, 10):
-        save_checkpoint(tmp_path, step, model, {"position": {"step": step}, "w": torch.ones(2)})
-    latest = latest_checkpoint(tmp_path)
+        skeleton, tensors = flatten_state({"position": {"step": step}, "w": torch.ones(2)})
+        run.save_checkpoint(step, model_state(model), skeleton, tensors, metadata={})
+    latest = run.latest_checkpoint()
     assert latest is not None and latest.name == "step-00000010"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "step-00000010"], "old checkpoints and temporaries are gone"
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["latest.json", "step-00000010"], "old checkpoints and temporaries are gone"
     for f in latest.iterdir():
         head = f.read_bytes()[:2]
         assert head != b"\x80\x04" and head != b"\x80\x02" and not f.name.endswith((".pt", ".pth", ".pkl"))
+    weights, skeleton, tensors = run.load_checkpoint(latest)
+    state = unflatten_state(skeleton, tensors)
     other = torch.nn.Linear(3, 2)
-    state = load_checkpoint(latest, other)
+    other.load_state_dict(weights)
     assert state["position"]["step"] == 10 and torch.equal(other.weight, model.weight)

@@ -10,20 +10,12 @@ import yaml
 from typer.testing import CliRunner
 
 from simtool.cli.main import app
-from tests.conftest import TINY_TRAIN, TINY_WORLD
+from tests.conftest import TINY_TRAIN, TINY_WORLD, sets
+from tests.conftest import cli as run
 
 runner = CliRunner()
 
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result
-
-
-def sets(items):
-    return [x for item in items for x in ("--set", item)]
 
 
 def test_help_lists_the_five_commands():
@@ -100,18 +92,17 @@ def test_end_to_end(tmp_path, tiny_world):
     assert summary["status"] == "completed" and summary["epochs"] == 2
 
     again = run("train", "--preset", "normal", "--data", data, "--out", run_dir)
-    assert again.exit_code == 2 and "--resume" in again.output
+    assert again.exit_code == 2 and "finished run" in again.output
 
     result = run("evaluate", run_dir, "--type", "odd-one-out", "--repeats", "3", "--device", "cpu")
     assert result.exit_code == 0, result.output
     res = json.loads((run_dir / "eval-odd-one-out-semantic.json").read_text())
-    layers = res["models"][0]["layers"]
-    assert set(layers) == {"backbone", "time.relu1", "time.relu2", "time.out", "label.relu1", "label.relu2", "label.out"}
-    for r in layers.values():
-        for level in ("context", "category", "object"):
-            assert 0.0 <= r[level]["accuracy"] <= 1.0 and r[level]["n_triplets"] > 0
-        assert 0.0 <= r["sparsity"] <= 1.0
-    assert res["spec"]["type"] == "odd-one-out", "results carry their resolved spec"
+    assert res["kind"] == "results" and res["spec"]["options"]["type"] == "odd-one-out", "results carry their resolved spec"
+    acc = [r for r in res["records"] if r["metric"] == "accuracy"]
+    assert {r["layer"] for r in acc} == {"backbone", "time.relu1", "time.relu2", "time.out", "label.relu1", "label.relu2", "label.out"}
+    assert len(acc) == 7 * 3 and all(0.0 <= r["value"] <= 1.0 and r["n"] > 0 for r in acc)
+    assert all(r["preset"] == "normal" and r["seed"] == 0 and r["condition"] == "rooms=semantic" for r in acc)
+    assert all(0.0 <= r["value"] <= 1.0 for r in res["records"] if r["metric"] == "sparsity")
 
     result = run("evaluate", run_dir, "--type", "odd-one-out", "--rooms", "random", "--repeats", "3", "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -121,22 +112,24 @@ def test_end_to_end(tmp_path, tiny_world):
     result = run("save-embeddings", run_dir, "--out", emb, "--layers", "backbone,time.out", "--device", "cpu")
     assert result.exit_code == 0, result.output
     rows = pq.read_table(tmp_path / "emb.rows.parquet").to_pydict()
-    assert set(rows["split"]) == {"test"}
+    assert set(rows["split"]) == {"test"} and {"id", "category", "object", "room:semantic", "room:random"} <= set(rows)
     result = run("evaluate", emb, "--type", "odd-one-out", "--repeats", "3", "--out", tmp_path / "emb-eval.json")
     assert result.exit_code == 0, result.output
     res_emb = json.loads((tmp_path / "emb-eval.json").read_text())
+
+    def context_at(doc, layer):
+        return next(r["value"] for r in doc["records"] if r["layer"] == layer and r["level"] == "context")
+
     # the same embeddings, labels and seed give the same numbers whether evaluated from the run or the file
-    direct = json.loads((run_dir / "eval-odd-one-out-semantic.json").read_text())["models"][0]["layers"]["time.out"]
-    assert res_emb["models"][0]["layers"]["time.out"]["context"]["accuracy"] == direct["context"]["accuracy"]
+    assert context_at(res_emb, "time.out") == context_at(res, "time.out")
 
     result = run("compare", run_dir, "--out", tmp_path / "cmp", "--layer", "time.out")
     assert result.exit_code == 0, result.output
     md = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "time.out" in md and "normal [rooms: semantic]" in md and "normal [rooms: random]" in md
+    assert "time.out" in md and "normal [rooms=semantic]" in md and "normal [rooms=random]" in md
 
-    for kind in ("triplets", "classes"):
-        result = run("evaluate", run_dir, "--type", kind)
-        assert result.exit_code == 2 and "not available yet" in result.output
+    result = run("evaluate", run_dir, "--type", "vibes")
+    assert result.exit_code == 2 and "Unknown evaluation --type 'vibes'" in result.output
     _no_pickle(tmp_path)
 
 
@@ -146,5 +139,6 @@ def test_presets_without_time_head_train(tmp_path, tiny_world):
     assert result.exit_code == 0, result.output
     result = run("evaluate", run_dir, "--type", "odd-one-out", "--repeats", "2", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    layers = json.loads((run_dir / "eval-odd-one-out-semantic.json").read_text())["models"][0]["layers"]
+    records = json.loads((run_dir / "eval-odd-one-out-semantic.json").read_text())["records"]
+    layers = {r["layer"] for r in records}
     assert "time.out" not in layers and "label.out" in layers

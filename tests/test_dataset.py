@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from simtool.data.dataset_dir import VideoDataset, split_by_object
+from simtool.data.splits import split_by_object
+from simtool.formats.dataset_dir import Dataset
 from simtool.data.rooms import parse_room_assignment, random_room_assignment
 from simtool.errors import UserError
 
@@ -28,7 +29,7 @@ def test_split_by_object_is_per_category_and_disjoint():
 
 
 def test_dataset_reader(tiny_world):
-    ds = VideoDataset(tiny_world)
+    ds = Dataset(tiny_world)
     assert len(ds) == 2 * 2 * 6 * 6 and ds.n_categories == 4
     # objects never straddle splits
     for o in np.unique(ds.object):
@@ -44,10 +45,10 @@ def test_dataset_reader(tiny_world):
 
 def test_reader_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        VideoDataset(tmp_path / "missing")
+        Dataset(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="frames.parquet is missing"):
-        VideoDataset(tmp_path / "empty")
+    with pytest.raises(UserError, match="dataset.json is missing"):
+        Dataset(tmp_path / "empty")
 
 
 def test_room_assignment_parsing():

@@ -21,7 +21,7 @@ def test_torchrun_two_cpu_processes(tmp_path, tiny_world):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and (out / "checkpoints" / "final.safetensors").is_file()
     single = tmp_path / "single"
-    from simtool import train as train_lib
+    from simtool.stages import train as train_lib
     from simtool.specs.resolve import resolve_train_spec
 
     spec = resolve_train_spec("normal", sets=TINY_TRAIN + ["loop.epochs=1"], data=str(tiny_world), device="cpu")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from simtool import train as train_lib
+from simtool.stages import train as train_lib
 from simtool.engine.loop import TrainingInterrupted
 from simtool.specs.resolve import resolve_train_spec
 from tests.conftest import TINY_TRAIN

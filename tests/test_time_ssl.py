@@ -9,7 +9,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from simtool import train as train_lib
+from simtool.stages import train as train_lib
 from simtool.engine.distributed import DistInfo
 from simtool.methods.time_ssl import TimeSSL, subsample_objects
 from simtool.specs.resolve import resolve_train_spec

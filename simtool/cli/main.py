@@ -1,15 +1,20 @@
-"""``simtool`` commands. Each parses its options into a spec, calls the library, renders with Rich."""
+"""``simtool`` commands. Each parses its options into a spec, calls a stage, renders with Rich.
+
+No logic lives here: stages (``simtool.stages``) do the work, registries (methods, evaluators,
+builders) decide what a name means. Stages are imported inside each command, so a command loads
+only what it needs (evaluating an embeddings file never imports training code).
+"""
 
 from __future__ import annotations
 
 import functools
 import os
-import sys
 import traceback
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -32,6 +37,7 @@ STATE = {"debug": False}
 
 SetOpt = typer.Option(None, "--set", help="Override a spec value: --set a.b=value (repeatable).")
 ConfigOpt = typer.Option(None, "--config", help="YAML file of spec overrides.")
+DryRunOpt = typer.Option(False, "--dry-run", help="Print the resolved spec as YAML and exit.")
 
 
 def handle_errors(fn):
@@ -46,7 +52,7 @@ def handle_errors(fn):
         except UserError as exc:
             if STATE["debug"]:
                 traceback.print_exc()
-            console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code)
         except KeyboardInterrupt:
             console.print("[yellow]Interrupted.[/]")
@@ -82,7 +88,27 @@ def _print_spec(title: str, spec, written_to: str | None = None) -> None:
         defaults = {}
     shown = {k: v for k, v in flat.items() if k not in defaults or defaults[k] != v}
     where = f"  [dim](full spec: {written_to})[/]" if written_to else ""
-    console.print(f"[bold]{title}[/] " + "  ".join(f"[cyan]{k}[/]={v}" for k, v in shown.items()) + where, highlight=False, soft_wrap=True)
+    console.print(f"[bold]{title}[/] " + "  ".join(f"[cyan]{k}[/]={escape(str(v))}" for k, v in shown.items()) + where, highlight=False, soft_wrap=True)
+
+
+def _dry_run(spec) -> None:
+    """``--dry-run``: the resolved spec as YAML on stdout, then exit 0."""
+    print(yaml.safe_dump(spec.to_dict(), sort_keys=False), end="")
+    raise typer.Exit(0)
+
+
+def _split_list(values: Optional[List[str]]) -> Optional[List[str]]:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _render(tables) -> None:
+    for title, header, rows in tables:
+        table = Table(*(escape(h) for h in header), title=escape(title))
+        for r in rows:
+            table.add_row(*(escape(c) for c in r))
+        out_console.print(table)
 
 
 @app.command("build-data")
@@ -94,19 +120,23 @@ def build_data(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
+    dry_run: bool = DryRunOpt,
 ):
     """Build a dataset directory from raw data.
 
-    Writes frames.parquet (index), images.h5 (encoded images) and dataset.json (the card).
+    Writes dataset.json (the card), frames.parquet (the index) and images.h5 (encoded images).
     """
-    from simtool.data.builders import build_dataset
     from simtool.specs.resolve import resolve_build_spec
 
     spec = resolve_build_spec(format, str(out), str(source) if source else None, str(config) if config else None, set_, seed)
+    if dry_run:
+        _dry_run(spec)
+    from simtool.data.builders import build_dataset
+
     _print_spec("build-data", spec)
     with console.status("Building dataset ..."):
         info = build_dataset(spec)
-    console.print(f"[green]Wrote[/] {info['out']}: {info['images']} images, {info['categories']} categories in {info['seconds']} s.")
+    console.print(f"[green]Wrote[/] {escape(info['out'])}: {info['images']} images, {info['categories']} categories in {info['seconds']} s.")
 
 
 @app.command()
@@ -115,41 +145,58 @@ def train(
     preset: str = typer.Option("normal", "--preset", help="Preset name (see --list-presets)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset directory; default: the built-in toy world."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-<preset>)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Settings profile (see --list-presets); 'none' for none. Default: the dataset's own."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
-    list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and profiles, and exit."),
+    dry_run: bool = DryRunOpt,
 ):
     """Train a model from a preset (see --list-presets).
 
     Writes RUN/spec.yaml, metrics.jsonl, safetensors checkpoints and summary.json.
     """
-    from simtool.engine.loop import TrainingInterrupted
-    from simtool.specs.resolve import list_presets as _list, resolve_train_spec
-    from simtool import train as train_lib
+    from simtool.specs.resolve import list_presets as _list, list_profiles, resolve_train_spec
 
     if list_presets:
         table = Table("preset", "what it trains", title="simtool presets")
         for name, desc in _list().items():
             table.add_row(name, desc)
         out_console.print(table)
+        table = Table("profile", "what it changes", title="profiles (--profile NAME)")
+        for name, desc in list_profiles().items():
+            table.add_row(name, desc)
+        table.add_row("none", "no profile: the preset's own (paper) settings")
+        out_console.print(table)
         return
+    from simtool.engine.loop import TrainingInterrupted
+    from simtool.stages import train as stage
+
     try:
         if resume is not None:
-            if any(v is not None for v in (data, out, config, seed)) or set_:
-                raise UserError("--resume continues a run with its saved spec; drop --data/--out/--config/--set/--seed (only --device may change).")
-            run_dir, summary = train_lib.resume(resume, device=device, console=console)
+            if any(v is not None for v in (data, out, config, seed, profile)) or set_:
+                raise UserError("--resume continues a run with its saved spec; drop --data/--out/--profile/--config/--set/--seed (only --device may change).")
+            if dry_run:
+                _dry_run(stage.load_run_spec(resume))
+            try:
+                run_dir, summary = stage.resume(resume, device=device, console=console)
+            except stage.AlreadyFinished as done:
+                console.print(f"[green]{escape(str(done))}[/]", soft_wrap=True)
+                return
         else:
-            spec = resolve_train_spec(preset, str(config) if config else None, set_, str(data) if data else None, seed, device)
-            spec = train_lib.prepare(spec, console)
-            _print_spec("train (differences from the paper defaults)", spec, "RUN/spec.yaml")
-            run_dir, summary = train_lib.train(spec, str(out) if out else None, console=console)
+            spec = resolve_train_spec(preset, str(config) if config else None, set_, str(data) if data else None, seed, device, profile)
+            if dry_run:
+                _dry_run(spec)
+            spec = stage.prepare(spec, console)
+            note = f" profile {spec.profile}" if spec.profile else " no profile"
+            _print_spec(f"train ({note.strip()}; differences from the method defaults)", spec, "RUN/spec.yaml")
+            run_dir, summary = stage.train(spec, str(out) if out else None, console=console)
     except TrainingInterrupted as exc:
-        console.print(f"[yellow]{exc}[/]", soft_wrap=True)
+        console.print(f"[yellow]{escape(str(exc))}[/]", soft_wrap=True)
         raise typer.Exit(130)
-    console.print(f"[green]Done.[/] Run directory: {run_dir}  ({summary['steps']} steps, final loss {summary['final_loss']:.4f})")
+    console.print(f"[green]Done.[/] Run directory: {escape(str(run_dir))}  ({summary['steps']} steps, final loss {summary['final_loss']:.4f})")
     out_console.print(str(run_dir))
 
 
@@ -160,91 +207,97 @@ def save_embeddings(
     out: Path = typer.Option(..., "--out", help="Output .safetensors file (row ids go beside it)."),
     split: str = typer.Option("test", "--split", help="train | val | test | all."),
     layers: Optional[List[str]] = typer.Option(None, "--layers", help="Layers to export (repeatable or comma-separated); default all."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The runs' dataset directory, if it moved since training."),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(256, "--batch-size"),
+    dry_run: bool = DryRunOpt,
 ):
     """Export per-layer embeddings of trained runs.
 
-    Writes FILE.safetensors (one tensor per run and layer) and FILE.rows.parquet (row ids).
+    Writes FILE.safetensors (one (N, R, D) tensor per run and layer) and FILE.rows.parquet (ids, labels).
     """
-    from simtool.embed import save_embeddings as _save
     from simtool.specs.base import validate
     from simtool.specs.evaluate import SaveEmbeddingsSpec
 
-    spec = validate(SaveEmbeddingsSpec, {"runs": [str(r) for r in runs], "out": str(out), "split": split, "layers": _split_list(layers), "device": device, "batch_size": batch_size}, "save-embeddings options")
+    spec = validate(SaveEmbeddingsSpec, {"runs": [str(r) for r in runs], "out": str(out), "split": split, "layers": _split_list(layers),
+                                         "data": str(data) if data else None, "device": device, "batch_size": batch_size}, "save-embeddings options")
+    if dry_run:
+        _dry_run(spec)
+    from simtool.stages.embed import save_embeddings as _save
+
     _print_spec("save-embeddings", spec)
     info = _save(spec, console)
-    console.print(f"[green]Wrote[/] {info['out']} and {info['rows']} ({info['n']} rows, {len(info['models'])} model(s)).")
-
-
-def _acc(value) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def _split_list(values: Optional[List[str]]) -> Optional[List[str]]:
-    if not values:
-        return None
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+    console.print(f"[green]Wrote[/] {escape(info['out'])} and {escape(info['rows'])} ({info['n']} rows, {len(info['models'])} model(s)).")
 
 
 @app.command()
 @handle_errors
 def evaluate(
-    target: Path = typer.Argument(..., metavar="TARGET", help="A run directory or an embeddings .safetensors file."),
+    target: Path = typer.Argument(..., metavar="TARGET", help="A run directory, an embeddings .safetensors file, or a .npy/.npz array (with --labels)."),
     type: str = typer.Option(..., "--type", help="odd-one-out | triplets | classes."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results JSON (default: next to the target)."),
-    rooms: Optional[str] = typer.Option(None, "--rooms", help="semantic | random | a room JSON file (default: the training rooms)."),
-    repeats: int = typer.Option(10, "--repeats", help="Triplets drawn per anchor and level."),
-    seed: int = typer.Option(0, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the results JSON here."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels of a .npy/.npz target: CSV or parquet, one row per embedding, columns named after levels."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A run target's dataset directory, if it moved since training."),
+    rooms: Optional[str] = typer.Option(None, "--rooms", help="odd-one-out: semantic | random | a room JSON file (default: the training rooms)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="odd-one-out: triplets drawn per anchor and level (10)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the evaluation's random draws (0)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Evaluator option: --set key=value (repeatable)."),
     split: str = typer.Option("test", "--split"),
     layers: Optional[List[str]] = typer.Option(None, "--layers", help="Layers to evaluate; default all."),
     device: str = typer.Option("auto", "--device"),
+    dry_run: bool = DryRunOpt,
 ):
-    """Evaluate a run or an embeddings file.
+    """Evaluate a run, an embeddings file or a plain array.
 
-    odd-one-out: context/category/object accuracy at every layer (triplets/classes: not yet).
+    odd-one-out: context/category/object accuracy at every layer. Writes long-format result records.
     """
-    from simtool.evaluate import evaluate as _evaluate
-    from simtool.specs.base import validate
-    from simtool.specs.evaluate import EvaluateSpec
+    from simtool.specs.base import parse_set
+    from simtool.specs.evaluate import validate_evaluate_spec
 
-    spec = validate(EvaluateSpec, {"target": str(target), "type": type, "out": str(out) if out else None, "rooms": rooms, "repeats": repeats, "seed": seed, "split": split, "layers": _split_list(layers), "device": device}, "evaluate options")
-    _print_spec("evaluate", spec, "the results JSON")
-    with console.status("Embedding and evaluating ..."):
-        results, path = _evaluate(spec, console)
-    for m in results["models"]:
-        table = Table("layer", "dim", "context", "category", "object", "sparsity", "collapse", title=f"{m['name']} — odd-one-out accuracy (rooms: {Path(str(m['rooms'])).stem}, {m['n_items']} items)")
-        for layer, r in m["layers"].items():
-            table.add_row(layer, str(r["dim"]), *(_acc(r[lv]["accuracy"]) for lv in ("context", "category", "object")), f"{r['sparsity']:.2f}", f"{r['collapse']:.2f}")
-        out_console.print(table)
-    console.print(f"[green]Wrote[/] {path}")
+    options = {"type": type, "rooms": rooms, "repeats": repeats, "seed": seed, **parse_set(set_ or [])}
+    spec = validate_evaluate_spec({"target": str(target), "out": str(out) if out else None, "labels": str(labels) if labels else None,
+                                   "data": str(data) if data else None, "split": split, "layers": _split_list(layers), "device": device, "options": options})
+    if dry_run:
+        _dry_run(spec)
+    from simtool.stages.evaluate import evaluate as _evaluate
+
+    _print_spec("evaluate", spec)
+    with console.status("Evaluating ..."):
+        doc, written = _evaluate(spec, console)
+    from simtool.evaluators import get_evaluator
+
+    _render(get_evaluator(spec.options.type).tables(doc["records"]))
+    console.print("[green]Wrote[/] " + ", ".join(escape(str(p)) for p in written))
 
 
 @app.command()
 @handle_errors
 def compare(
-    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="Results JSON files or run directories."),
+    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="Results JSON files, run directories, or directories of runs."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for comparison.md/.csv/.json."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Compare at one layer (e.g. time.out)."),
+    name: Optional[List[str]] = typer.Option(None, "--name", help="Group name of each target, in order (repeat once per target)."),
+    dry_run: bool = DryRunOpt,
 ):
-    """Compare evaluation results in tables.
+    """Compare evaluation results: replicates grouped, mean ± sd and n per group.
 
-    --out writes comparison.md, comparison.csv and comparison.json.
+    --out writes comparison.md, comparison.csv (every record) and comparison.json.
     """
-    from simtool.compare import compare as _compare
     from simtool.specs.base import validate
     from simtool.specs.evaluate import CompareSpec
 
-    spec = validate(CompareSpec, {"targets": [str(t) for t in targets], "out": str(out) if out else None, "layer": layer}, "compare options")
+    spec = validate(CompareSpec, {"targets": [str(t) for t in targets], "out": str(out) if out else None, "layer": layer, "names": name or None}, "compare options")
+    if dry_run:
+        _dry_run(spec)
+    from simtool.stages.compare import compare as _compare
+
     _print_spec("compare", spec)
-    tabs, records, path = _compare(spec)
-    for title, header, rows in tabs:
-        table = Table(*header, title=title)
-        for r in rows:
-            table.add_row(*(escape(c) for c in r))
-        out_console.print(table)
-    if path:
-        console.print(f"[green]Wrote[/] {path}/comparison.md, comparison.csv, comparison.json")
+    tabs, agg, written = _compare(spec)
+    for w in agg.warnings:
+        console.print(f"[yellow]Note:[/] {escape(w)}", soft_wrap=True)
+    _render(tabs)
+    if written:
+        console.print("[green]Wrote[/] " + ", ".join(escape(str(p)) for p in written))
 
 
 def main() -> None:

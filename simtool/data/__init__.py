@@ -1,1 +1,1 @@
-"""Datasets: the dataset-directory format, builders, the experience stream and augmentations."""
+"""Data: dataset builders, the toy-world renderer, the experience stream, rooms, splits, image codecs and batched augmentations."""

@@ -29,15 +29,15 @@ inputs are never modified in place.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simtool.specs.train import AugmentSpec
-
 __all__ = [
+    "ClassicAugment",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "to_float",
@@ -506,6 +506,24 @@ def random_gaussian_blur(
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ClassicAugment:
+    """Parameters of the classic (SimCLR) pipeline; probabilities in [0, 1].
+
+    A method's spec converts to it with ``ClassicAugment(**spec.augment.model_dump())``.
+    """
+
+    min_crop: float = 0.5
+    flip: float = 0.5
+    jitter: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale: float = 0.2
+    blur: float = 0.0
+
+
 class BatchAugment:
     """Callable pipeline: uint8 (B,3,H,W) on any device -> normalised float32 (B,3,size,size).
 
@@ -517,13 +535,14 @@ class BatchAugment:
       ``random_grayscale(spec.grayscale)`` -> ``random_gaussian_blur(spec.blur)`` (skipped when 0);
     * ``"eval"``: ``center_crop(size)``.
 
-    Each mode ends with ImageNet :func:`normalize`. ``spec`` defaults to ``AugmentSpec()`` and is
-    only used by ``"classic"``; ``min_crop`` only by ``"crop"``.
+    Each mode ends with ImageNet :func:`normalize`. ``spec`` (a :class:`ClassicAugment`, or any
+    object with its fields) defaults to ``ClassicAugment()`` and is only used by ``"classic"``;
+    ``min_crop`` only by ``"crop"``.
     """
 
     MODES = ("crop", "classic", "eval")
 
-    def __init__(self, size: int, mode: str, spec: AugmentSpec | None = None, min_crop: float = 0.5):
+    def __init__(self, size: int, mode: str, spec: ClassicAugment | None = None, min_crop: float = 0.5):
         if mode not in self.MODES:
             raise ValueError(f"unknown augmentation mode {mode!r}; expected one of {self.MODES}")
         if int(size) < 1:
@@ -532,7 +551,7 @@ class BatchAugment:
             raise ValueError(f"min_crop must be in (0, 1], got {min_crop}")
         self.size = int(size)
         self.mode = mode
-        self.spec = spec if spec is not None else AugmentSpec()
+        self.spec = spec if spec is not None else ClassicAugment()
         self.min_crop = float(min_crop)
 
     def __repr__(self) -> str:

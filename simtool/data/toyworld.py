@@ -36,14 +36,25 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from simtool.errors import UserError
-from simtool.specs.data import ToyWorldSpec
+
+
+class WorldParams(Protocol):
+    """What the renderer reads from a world description (``simtool.specs.data.ToyWorldSpec`` has it)."""
+
+    n_rooms: int
+    categories_per_room: int
+    objects_per_category: int
+    frames_per_object: int
+    image_size: int
+    room_backgrounds: bool
+    hue_spread: float
 
 Tensor = torch.Tensor
 
@@ -765,7 +776,7 @@ def _background(size: int, wall_top, wall_low, floor_near, floor_far) -> np.ndar
     return np.broadcast_to(col[:, None, :], (size, size, 3)).astype(np.float32)
 
 
-def _room_backgrounds(spec: ToyWorldSpec, hue0: float) -> np.ndarray:
+def _room_backgrounds(spec: WorldParams, hue0: float) -> np.ndarray:
     """(n_rooms, S, S, 3) float32 backgrounds; identical across rooms unless room_backgrounds."""
     S = spec.image_size
     if not spec.room_backgrounds:
@@ -785,7 +796,7 @@ def _room_backgrounds(spec: ToyWorldSpec, hue0: float) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def render_toyworld(spec: ToyWorldSpec, seed: int,
+def render_toyworld(spec: WorldParams, seed: int,
                     progress: Optional[Callable[[int, int], None]] = None) -> ToyWorld:
     """Render the toy world described by ``spec`` with random seed ``seed``.
 

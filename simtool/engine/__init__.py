@@ -1,3 +1,7 @@
-"""The one training engine: device, precision, seeding, distributed, loop, checkpoints, resume."""
+"""The one training engine: device, precision, seeding, distributed, optimizer, loop, checkpoints, resume.
 
-from simtool.engine.loop import Method, StepInfo, TrainingInterrupted, fit  # noqa: F401
+It knows no method and no dataset kind: a method plugs in through :class:`Method`.
+"""
+
+from simtool.engine.loop import TrainingInterrupted, fit  # noqa: F401
+from simtool.engine.method import Method, StepInfo  # noqa: F401

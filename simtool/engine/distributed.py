@@ -62,3 +62,35 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+class _AllGather(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums the gradients of every rank (see :func:`all_gather`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        world = dist.get_world_size()
+        ctx.rank, ctx.n = dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
+def all_gather(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Concatenate ``x`` (B, ...) of every rank in rank order → (world × B, ...), carrying gradients.
+
+    Every rank must pass the same shape. The gradient that reaches rank r's ``x`` is the sum over
+    ranks of each rank's loss gradient for rank r's slice. When every rank computes the same loss
+    on the gathered batch (NT-Xent with global negatives), that is ``world ×`` the single-process
+    gradient, and DistributedDataParallel's averaging over ranks turns it into exactly the gradient
+    one process would compute on the whole global batch. Without torchrun it returns ``x``.
+    """
+    if not info.enabled:
+        return x
+    return _AllGather.apply(x)

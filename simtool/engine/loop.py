@@ -1,8 +1,12 @@
 """The one training loop shared by every method.
 
-A *method* (see :class:`Method`) owns the data and the model and computes a loss for a batch;
-the engine owns everything else: device and precision, seeding, distributed data parallelism,
-the optimizer and schedule, progress display, ``metrics.jsonl``, checkpoints, Ctrl-C and resume.
+A *method* (see :class:`~simtool.engine.method.Method`) owns the data and the model and computes a
+loss for a batch; the engine owns everything else: device and precision, seeding, distributed data
+parallelism, the optimizer and schedule, progress display, the run directory's metrics,
+checkpoints and final weights (through :class:`~simtool.formats.run_dir.RunDir`), Ctrl-C and resume.
+
+The run directory is created only after the device, the spec's data and the method have
+validated, so a start that fails leaves nothing behind.
 
 Resume is exact: data order and augmentations come from generators keyed by
 ``(seed, epoch, step, rank)`` and the checkpoint holds the model, optimizer, scheduler, global RNG
@@ -12,14 +16,11 @@ states and loop position, so ``--resume`` reproduces the weights of an uninterru
 from __future__ import annotations
 
 import json
-import math
 import random
 import signal
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,16 +28,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from simtool import __version__
-from simtool.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from simtool.engine.checkpoint import flatten_state, model_state, unflatten_state
 from simtool.engine.device import autocast, resolve_device, resolve_precision
 from simtool.engine.distributed import DistInfo, all_reduce_mean, any_rank, barrier, setup_distributed, teardown_distributed
+from simtool.engine.method import Method, StepInfo
+from simtool.engine.optim import build_optimizer, build_scheduler
 from simtool.engine.seed import seed_everything
 from simtool.errors import UserError
-from simtool.io import append_jsonl, atomic_write_json, atomic_write_text
-
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-FINAL_WEIGHTS = "checkpoints/final.safetensors"
+from simtool.formats.run_dir import RunDir
 
 
 class TrainingInterrupted(Exception):
@@ -46,54 +45,6 @@ class TrainingInterrupted(Exception):
         super().__init__(f"Interrupted at step {step}; a checkpoint was saved. Continue with: simtool train --resume {run_dir}")
         self.run_dir = run_dir
         self.step = step
-
-
-@dataclass
-class StepInfo:
-    epoch: int
-    step: int  # step within the epoch
-    global_step: int
-    device: torch.device
-    dist: DistInfo
-
-
-class Method(ABC):
-    """What a research line plugs into the engine."""
-
-    model: torch.nn.Module
-
-    @abstractmethod
-    def steps_per_epoch(self) -> int: ...
-
-    @abstractmethod
-    def batches(self, epoch: int, start_step: int) -> Iterator[Any]:
-        """Host-side batches for steps ``start_step..steps_per_epoch-1`` of ``epoch`` (this rank's share)."""
-
-    @abstractmethod
-    def training_step(self, model: torch.nn.Module, batch: Any, info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss (scalar) and floats to log. ``model`` may be DDP-wrapped: call it, don't reach inside."""
-
-    def evaluate(self, model: torch.nn.Module, epoch: int, device: torch.device) -> dict[str, float]:
-        return {}
-
-    @property
-    def images_per_step(self) -> int:
-        return 0
-
-    def weights_metadata(self) -> dict[str, str]:
-        return {}
-
-
-def lr_lambda(kind: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if kind == "cosine":
-            progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return f
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -113,72 +64,77 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after ``step`` (written after the checkpoint a resume starts from)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec.get("step", 0) <= step:
-            keep.append(line)
-    atomic_write_text(path, "".join(k + "\n" for k in keep))
-
-
 def fit(
     spec,
-    run_dir: str | Path,
+    run: RunDir,
     build_method: Callable[..., Method],
     resume: bool = False,
     console: Console | None = None,
     stop_after_steps: int | None = None,
 ) -> dict:
-    """Train ``spec`` into ``run_dir``. Returns the summary dict (also written to ``summary.json``).
+    """Train ``spec`` into the run directory ``run``. Returns the summary (also written to it).
 
-    ``stop_after_steps`` simulates Ctrl-C after that many global steps (used by tests).
+    ``build_method(spec, device=, dist=, console=)`` makes the method. With ``resume`` the run's
+    latest checkpoint is loaded (a run without one starts from the beginning). ``stop_after_steps``
+    simulates Ctrl-C after that many global steps (used by tests).
     """
-    run_dir = Path(run_dir)
     console = console or Console(stderr=True)
     dist = setup_distributed()
     try:
-        return _fit(spec, run_dir, build_method, resume, console, stop_after_steps, dist)
+        return _fit(spec, run, build_method, resume, console, stop_after_steps, dist)
     finally:
         teardown_distributed(dist)
 
 
-def _fit(spec, run_dir, build_method, resume, console, stop_after_steps, dist: DistInfo) -> dict:
+def _card(spec, method: Method, model: torch.nn.Module) -> dict:
+    base = getattr(model, "simtool_card", None)
+    if base is None:
+        raise TypeError(f"method {spec.method!r} built its model without simtool.models.create_model, so its runs could not be reloaded")
+    return {**base, "layers": list(getattr(model, "layer_names", [])), "method": spec.method, "preset": spec.preset, **method.card()}
+
+
+def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dist: DistInfo) -> dict:
     device = resolve_device(spec.device, dist.local_rank)
     precision = resolve_precision(spec.precision, device)
     seed_everything(spec.seed + dist.rank)
     method = build_method(spec, device=device, dist=dist, console=console)
-    model = method.model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.optim.lr, weight_decay=spec.optim.weight_decay)
     steps_per_epoch = method.steps_per_epoch()
     if steps_per_epoch < 1:
         raise UserError("The training data gives no full batch per epoch; lower loop.batch_size or use more data.")
+    ckpt = run.latest_checkpoint() if resume else None
+    if ckpt is None:
+        run.check_can_start()  # on every rank, so no rank waits for one that refused
+    if ckpt is None and dist.is_main:
+        if resume:
+            console.print(f"[yellow]{run.path} has no checkpoint yet; starting it from the beginning with its saved spec.[/]", soft_wrap=True)
+        run.create(spec.to_dict())  # only now: the spec, the device and the data have validated
+    barrier(dist)
+    model = method.model.to(device)
+    optimizer = build_optimizer(model, spec.optim)
+    scheduler = build_scheduler(optimizer, spec.schedule, steps_per_epoch, spec.loop.epochs)
     total_steps = steps_per_epoch * spec.loop.epochs
-    warmup = int(round(spec.optim.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec.optim.scheduler, warmup, total_steps))
-    ckpt_dir = run_dir / "checkpoints"
-    metrics_path = run_dir / METRICS
+    meta = {"simtool": __version__, "card": json.dumps(_card(spec, method, model)), "spec": json.dumps(spec.to_dict())}
     epoch, start_step, global_step = 0, 0, 0
-    meta = {"simtool": __version__, "spec": json.dumps(spec.to_dict()), **method.weights_metadata()}
+    last_eval: dict[str, float] = {}
+    last_loss = float("nan")
 
-    if resume:
-        ckpt = latest_checkpoint(ckpt_dir)
-        if ckpt is None:
-            raise UserError(f"{run_dir} has no checkpoint to resume from; start a new run instead.")
-        state = load_checkpoint(ckpt, model)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], device)
-        epoch, start_step, global_step = state["position"]["epoch"], state["position"]["step"], state["position"]["global_step"]
+    if ckpt is not None:
+        weights, skeleton, tensors = run.load_checkpoint(ckpt)
+        state = unflatten_state(skeleton, tensors)
+        try:
+            model.load_state_dict(weights)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"], device)
+            pos = state["position"]
+            epoch, start_step, global_step = pos["epoch"], pos["step"], pos["global_step"]
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise UserError(f"The checkpoint {ckpt} does not fit this run ({type(exc).__name__}); delete {run.path} and train it again.") from None
+        last_loss = float(pos.get("last_loss", float("nan")))
+        last_eval = dict(pos.get("last_eval", {}))
         if dist.is_main:
-            _truncate_metrics(metrics_path, global_step)
-            console.print(f"[bold]Resuming[/] {run_dir} at epoch {epoch + 1}, step {start_step} (global step {global_step}).")
+            run.truncate_metrics(global_step)
+            console.print(f"[bold]Resuming[/] {run.path} at epoch {epoch + 1}, step {start_step} (global step {global_step}).", soft_wrap=True)
 
     train_model: torch.nn.Module = model
     if dist.enabled:
@@ -203,14 +159,13 @@ def _fit(spec, run_dir, build_method, resume, console, stop_after_steps, dist: D
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": _rng_state(device),
-                "position": {"epoch": ep, "step": st, "global_step": gs},
+                "position": {"epoch": ep, "step": st, "global_step": gs, "last_loss": last_loss, "last_eval": last_eval},
             }
-            save_checkpoint(ckpt_dir, gs, model, state, metadata=meta)
+            skeleton, tensors = flatten_state(state)
+            run.save_checkpoint(gs, model_state(model), skeleton, tensors, metadata=meta)
         barrier(dist)
 
     t_start = time.time()
-    last_eval: dict[str, float] = {}
-    last_loss = float("nan")
     progress = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -248,7 +203,7 @@ def _fit(spec, run_dir, build_method, resume, console, stop_after_steps, dist: D
                         record = {"type": "train", "epoch": epoch, "step": global_step, "lr": scheduler.get_last_lr()[0], "images_per_s": round(ips, 1)}
                         record.update({k: all_reduce_mean(float(np.mean(v)), dist, device) for k, v in window.items()})
                         if dist.is_main:
-                            append_jsonl(metrics_path, record)
+                            run.append_metrics(record)
                         progress.update(task, loss=record["loss"], ips=ips)
                         window, t_window, n_window = {}, time.time(), 0
                     progress.update(task, completed=global_step, epoch=f"{epoch + 1}/{spec.loop.epochs}")
@@ -260,8 +215,8 @@ def _fit(spec, run_dir, build_method, resume, console, stop_after_steps, dist: D
                         if next_step == 0:
                             break  # the epoch is complete: evaluate and checkpoint below, then stop
                         checkpoint(next_epoch, next_step, global_step)
-                        raise TrainingInterrupted(run_dir, global_step)
-                    if spec.loop.checkpoint_every and global_step % spec.loop.checkpoint_every == 0 and next_step != 0:
+                        raise TrainingInterrupted(run.path, global_step)
+                    if spec.checkpoint.every and global_step % spec.checkpoint.every == 0 and next_step != 0:
                         checkpoint(next_epoch, next_step, global_step)
                 epoch += 1
                 start_step = 0
@@ -269,13 +224,13 @@ def _fit(spec, run_dir, build_method, resume, console, stop_after_steps, dist: D
                     last_eval = method.evaluate(model, epoch, device)
                     model.train()
                     if dist.is_main and last_eval:
-                        append_jsonl(metrics_path, {"type": "eval", "epoch": epoch - 1, "step": global_step, **last_eval})
+                        run.append_metrics({"type": "eval", "epoch": epoch - 1, "step": global_step, **last_eval})
                 if dist.is_main:
                     shown = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last_eval.items()) if last_eval else ""
                     progress.console.print(f"epoch {epoch}/{spec.loop.epochs}  loss {last_loss:.4f}  {shown}")
                 checkpoint(epoch, 0, global_step)
                 if stop["flag"]:
-                    raise TrainingInterrupted(run_dir, global_step)
+                    raise TrainingInterrupted(run.path, global_step)
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
@@ -290,12 +245,13 @@ def _fit(spec, run_dir, build_method, resume, console, stop_after_steps, dist: D
         "device": str(device),
         "precision": precision,
         "world_size": dist.world_size,
-        "weights": FINAL_WEIGHTS,
+        "batch_size_per_device": spec.loop.batch_size,
+        "weights": str(run.final_weights.relative_to(run.path)),
         "torch": torch.__version__,
         "simtool": __version__,
     }
     if dist.is_main:
-        save_weights(run_dir / FINAL_WEIGHTS, model, metadata=meta)
-        atomic_write_json(run_dir / SUMMARY, summary)
+        run.write_final(model_state(model), metadata=meta)
+        run.write_summary(summary)
     barrier(dist)
     return summary

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simtool.errors import UserError
+from simtool.losses import register_loss
 
 __all__ = ["nt_xent", "NTXentLoss"]
 
@@ -69,15 +70,18 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
         return F.cross_entropy(logits, targets)
 
 
+@register_loss("ntxent")
 class NTXentLoss(nn.Module):
     """Module form of :func:`nt_xent` (SimCLR, Chen et al., 2020).
 
-    Calling convention shared by every loss in :mod:`simtool.losses`: ``loss(z1, z2) -> scalar``,
-    with ``z1``, ``z2`` of shape ``(B, D)`` and row ``i`` of each forming a positive pair.
+    Convention ``pair`` (see :mod:`simtool.losses`): ``loss(z1, z2) -> scalar``, with ``z1``, ``z2``
+    of shape ``(B, D)`` and row ``i`` of each forming a positive pair.
 
     Args:
         temperature: softmax temperature ``tau > 0`` (SimCLR uses 0.1-0.5).
     """
+
+    convention = "pair"
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()

@@ -15,25 +15,114 @@ or the stream neighbour with classic augmentations (``combined``). Losses, summe
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Iterator
+from typing import Iterator, Literal, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 
-from simtool.data.augment import BatchAugment
-from simtool.data.dataset_dir import VideoDataset
+from simtool.data.augment import BatchAugment, ClassicAugment
 from simtool.data.stream import build_stream, positive_positions
 from simtool.engine.distributed import DistInfo
-from simtool.engine.loop import Method, StepInfo
+from simtool.engine.method import Method, StepInfo
 from simtool.engine.seed import numpy_rng, seed_worker, torch_generator
 from simtool.errors import UserError
-from simtool.losses import nt_xent
-from simtool.models.time_context import TimeContextModel
-from simtool.specs.train import TrainSpec
+from simtool.formats.dataset_dir import Dataset
+from simtool.losses import create_loss
+from simtool.methods import register_method
+from simtool.models import create_model
+from simtool.specs.base import Spec
+from simtool.specs.common import BaseDataSpec, CommonSpec
 
 CACHE_LIMIT_BYTES = 4 * 2**30
+
+# ---------------------------------------------------------------------------------------------
+# the method's part of the train spec
+# ---------------------------------------------------------------------------------------------
+
+Module = Literal["classic", "labels", "linear_eval"]
+
+
+class DataSpec(BaseDataSpec):
+    rooms: str = Field("semantic", description="'semantic', 'random', or a room-assignment JSON file")
+    image_size: int = Field(224, ge=16, le=1024)
+    subsample: float = Field(0.3, gt=0, le=1, description="fraction of training objects, category-balanced")
+    cache: Literal["auto", "memory", "none"] = "auto"
+    num_workers: Union[int, Literal["auto"]] = "auto"
+
+
+class StreamSpec(Spec):
+    crop_number: float = Field(7.0, ge=0, description="clip length is 1 + Poisson(crop_number)")
+    p_change_room: float = Field(0.1, ge=0, le=1)
+    chunk_ratio_limit: float = Field(0.8, gt=0, le=1, description="stop the stream after this fraction of clips")
+    rotation_range: int = Field(2, ge=0, description="positive = stream position i+s, |s| <= rotation_range")
+
+
+class AugmentSpec(Spec):
+    """Classic (SimCLR) augmentations; probabilities in [0, 1]."""
+
+    min_crop: float = Field(0.5, gt=0, le=1, description="RandomResizedCrop scale lower bound")
+    flip: float = Field(0.5, ge=0, le=1)
+    jitter: float = Field(0.8, ge=0, le=1)
+    brightness: float = Field(0.4, ge=0)
+    contrast: float = Field(0.4, ge=0)
+    saturation: float = Field(0.4, ge=0)
+    hue: float = Field(0.1, ge=0, le=0.5)
+    grayscale: float = Field(0.2, ge=0, le=1)
+    blur: float = Field(0.0, ge=0, le=1)
+
+
+class ContrastSpec(Spec):
+    mode: Literal["time", "classic", "combined"] = "time"
+    temperature: float = Field(0.1, gt=0)
+    time_min_crop: float = Field(0.5, gt=0, le=1, description="RandomResizedCrop scale lower bound in time mode")
+    augment: AugmentSpec = AugmentSpec()
+
+
+class LabelsSpec(Spec):
+    temperature: float = Field(0.1, gt=0)
+
+
+class ModelSpec(Spec):
+    backbone: str = "resnet50"
+    pretrained: Union[bool, str] = False
+    head_hidden: int = Field(1024, ge=1)
+    head_out: int = Field(512, ge=1)
+    per_half: bool = Field(True, description="anchors and positives through BatchNorm separately")
+
+
+class TimeSSLSpec(CommonSpec):
+    """Train spec of the self-supervised time/context route (Aubret et al., ICDL 2024)."""
+
+    method: Literal["time_ssl"] = "time_ssl"
+    modules: list[Module] = ["classic", "labels", "linear_eval"]
+    data: DataSpec = DataSpec()
+    stream: StreamSpec = StreamSpec()
+    contrast: ContrastSpec = ContrastSpec()
+    labels: LabelsSpec = LabelsSpec()
+    model: ModelSpec = ModelSpec()
+
+    @field_validator("modules")
+    @classmethod
+    def _modules(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one of 'classic', 'labels', 'linear_eval' is needed")
+        if len(set(v)) != len(v):
+            raise ValueError("modules are listed more than once")
+        return v
+
+    @model_validator(mode="after")
+    def _trainable(self) -> "TimeSSLSpec":
+        if not ({"classic", "labels"} & set(self.modules)):
+            raise ValueError("modules need 'classic' or 'labels': linear probes alone train no representation")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# the method
+# ---------------------------------------------------------------------------------------------
 
 
 def subsample_objects(objects: np.ndarray, categories: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -89,12 +178,13 @@ def _identity(x):
     return x
 
 
+@register_method("time_ssl", TimeSSLSpec)
 class TimeSSL(Method):
-    def __init__(self, spec: TrainSpec, device: torch.device, dist: DistInfo, console: Console):
+    def __init__(self, spec: TimeSSLSpec, device: torch.device, dist: DistInfo, console: Console):
         self.spec, self.device, self.dist, self.console = spec, device, dist, console
         if spec.data.path is None:
             raise UserError("No dataset: pass --data DIR (the toy world is used only from the CLI default).")
-        ds = VideoDataset(spec.data.path)
+        ds = Dataset(spec.data.path)
         self.ds = ds
         room_of_category, self.room_names, self.rooms_source = ds.rooms(spec.data.rooms)
         self.room_of_category = room_of_category
@@ -120,21 +210,24 @@ class TimeSSL(Method):
         self.use_time = "classic" in modules
         self.use_labels = "labels" in modules
         self.use_probes = "linear_eval" in modules
-        self.model = TimeContextModel(
-            spec.model.backbone,
+        self.model = create_model(
+            "time_context",
+            backbone=spec.model.backbone,
             n_categories=ds.n_categories,
             n_rooms=len(self.room_names),
-            modules=modules,
+            modules=list(modules),
             pretrained=spec.model.pretrained,
             head_hidden=spec.model.head_hidden,
             head_out=spec.model.head_out,
         )
+        self.time_loss = create_loss("ntxent", temperature=spec.contrast.temperature)
+        self.label_loss = create_loss("ntxent", temperature=spec.labels.temperature)
         size = spec.data.image_size
         mode = spec.contrast.mode
         if mode == "time":
             self.aug = BatchAugment(size, "crop", min_crop=spec.contrast.time_min_crop)
         else:
-            self.aug = BatchAugment(size, "classic", spec.contrast.augment)
+            self.aug = BatchAugment(size, "classic", ClassicAugment(**spec.contrast.augment.model_dump()))
         self.eval_aug = BatchAugment(size, "eval")
         self.need_positive = self.use_time
         self.positive_from_stream = mode in ("time", "combined")
@@ -211,11 +304,11 @@ class TimeSSL(Method):
         logs: dict[str, float] = {}
         if self.use_time:
             z = out["time.out"]
-            l_time = nt_xent(z[:B], z[B:], spec.contrast.temperature)
+            l_time = self.time_loss(z[:B], z[B:])
             loss = loss + l_time
             logs["loss/time"] = float(l_time.detach())
         if self.use_labels:
-            l_lab = nt_xent(out["label.out"][:B], out["label.embed"], spec.labels.temperature)
+            l_lab = self.label_loss(out["label.out"][:B], out["label.embed"])
             loss = loss + l_lab
             logs["loss/labels"] = float(l_lab.detach())
         if self.use_probes:
@@ -244,16 +337,9 @@ class TimeSSL(Method):
         n = len(self.val_rows)
         return {"val/probe_category_acc": correct_c / n, "val/probe_context_acc": correct_r / n}
 
-    def weights_metadata(self) -> dict[str, str]:
+    def card(self) -> dict:
         return {
-            "n_categories": str(self.ds.n_categories),
-            "n_rooms": str(len(self.room_names)),
-            "layers": ",".join(self.model.layer_names),
+            "input": {"image_size": self.spec.data.image_size, "transform": "center_crop", "crop_frac": 1.0, "normalize": "imagenet"},
+            "dataset": self.ds.ref(),
+            "context": {"rooms": self.spec.data.rooms, "room_names": list(self.room_names)},
         }
-
-
-METHODS = {"time_ssl": TimeSSL}
-
-
-def build_method(spec, device, dist, console) -> Method:
-    return METHODS[spec.method](spec, device, dist, console)

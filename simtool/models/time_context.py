@@ -14,10 +14,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from simtool.models import register_model
 from simtool.models.backbone import create_backbone
 from simtool.models.heads import MLPHead
 
 
+@register_model("time_context")
 class TimeContextModel(nn.Module):
     def __init__(
         self,
@@ -89,6 +91,10 @@ class TimeContextModel(nn.Module):
             out["probe.category"] = self.probe_category(feats)
             out["probe.context"] = self.probe_context(feats)
         return out
+
+    def embed(self, x: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
+        """Features of normalised images ``x`` (B, 3, H, W) at ``layers`` → ``{layer: (B, D)}``."""
+        return self.forward(x, layers=tuple(layers))
 
     def embed_labels(self, category: Tensor) -> Tensor:
         """category: (B,) int64 → (B, head_out) label embeddings."""

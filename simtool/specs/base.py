@@ -94,11 +94,17 @@ def _field_choices(model: type[BaseModel], loc: tuple) -> list[str] | None:
     return None
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str = "spec") -> str:
-    """One readable sentence per problem; the first problem leads."""
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str = "spec", strip_tags: set[str] | None = None) -> str:
+    """One readable sentence per problem; the first problem leads.
+
+    ``strip_tags``: discriminator values that pydantic puts first in the location of an error
+    inside a tagged union member (e.g. the method name); they are not part of the key path.
+    """
     messages = []
     for err in exc.errors():
         loc = tuple(str(p) for p in err.get("loc", ()))
+        if strip_tags and loc and loc[0] in strip_tags:
+            loc = loc[1:]
         field = ".".join(loc) or "(top level)"
         etype = err.get("type", "")
         if etype == "extra_forbidden":
@@ -122,14 +128,6 @@ def validate(model: type[S], data: dict, source: str = "spec") -> S:
         return model.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from exc
-
-
-def short_form(spec: Spec, defaults: Spec | None = None) -> str:
-    """A compact one-key-per-line rendering of the values that differ from ``defaults``."""
-    flat = flatten(spec.to_dict())
-    base = flatten(defaults.to_dict()) if defaults is not None else {}
-    lines = [f"{k}={v}" for k, v in flat.items() if k not in base or base[k] != v]
-    return "\n".join(lines)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -1,4 +1,11 @@
-"""Resolving a command's spec from presets, profiles, ``--config``, ``--set`` and flags."""
+"""Resolving a command's spec from presets, profiles, ``--config``, ``--set`` and flags.
+
+Train specs resolve in layers, later winning: **preset → profile → --config FILE → --set a.b=v →
+flags**. The profile is the one named by ``--profile``; else the one the dataset's card names
+(``build-data --format toyworld`` writes ``profile: toyworld``); else, when no dataset is given at
+all (the built-in toy world), ``toyworld``. ``--profile none`` applies none. The resolved spec
+records the profile in ``profile``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ from pathlib import Path
 from simtool.errors import UserError
 from simtool.specs.base import deep_merge, load_yaml, parse_set, validate
 from simtool.specs.data import BuildDataSpec
-from simtool.specs.train import TrainSpec
+
+NO_PROFILE = "none"
+TOY_PROFILE = "toyworld"
 
 
 def _package_yaml(folder: str) -> dict[str, Path]:
@@ -16,24 +25,56 @@ def _package_yaml(folder: str) -> dict[str, Path]:
     return {p.name[: -len(".yaml")]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
 
 
+def _registered_presets() -> dict[str, dict]:
+    from simtool.methods import METHODS, load_builtin
+
+    load_builtin()
+    return {name: data for entry in METHODS.values() for name, data in entry.presets.items()}
+
+
 def list_presets() -> dict[str, str]:
-    """Preset name → one-line description."""
-    return {name: str(load_yaml(path, "preset").get("description", "")) for name, path in sorted(_package_yaml("presets").items())}
+    """Preset name → one-line description (shipped YAML presets and presets registered by methods)."""
+    out = {name: str(load_yaml(path, "preset").get("description", "")) for name, path in _package_yaml("presets").items()}
+    out.update({name: str(data.get("description", "")) for name, data in _registered_presets().items()})
+    return dict(sorted(out.items()))
 
 
 def load_preset(name: str) -> dict:
-    presets = _package_yaml("presets")
-    if name not in presets:
-        raise UserError(f"Unknown preset {name!r}; choose one of: {', '.join(sorted(presets))} (see simtool train --list-presets).")
-    data = load_yaml(presets[name], "preset")
+    registered = _registered_presets()
+    if name in registered:
+        data = dict(registered[name])
+    else:
+        presets = _package_yaml("presets")
+        if name not in presets:
+            choices = sorted(set(presets) | set(registered))
+            raise UserError(f"Unknown preset {name!r}; choose one of: {', '.join(choices)} (see simtool train --list-presets).")
+        data = load_yaml(presets[name], "preset")
     data.pop("description", None)
     return data
 
 
-def load_profile(name: str) -> dict:
-    data = load_yaml(_package_yaml("profiles")[name], "profile")
-    data.pop("description", None)
-    return data
+def list_profiles() -> dict[str, str]:
+    return {name: str(load_yaml(path, "profile").get("description", "")) for name, path in sorted(_package_yaml("profiles").items())}
+
+
+def load_profile(name: str, method: str) -> dict:
+    """The part of profile ``name`` for ``method`` (profiles hold one section per method)."""
+    profiles = _package_yaml("profiles")
+    if name not in profiles:
+        raise UserError(f"Unknown profile {name!r}; choose one of: {', '.join(sorted(profiles))} or none.")
+    data = load_yaml(profiles[name], "profile")
+    section = (data.get("methods") or {}).get(method) or {}
+    if not isinstance(section, dict):
+        raise UserError(f"The profile {name!r} has a malformed section for method {method!r}; it must be a mapping.")
+    return section
+
+
+def _card_profile(data_path: str) -> str | None:
+    from simtool.formats.dataset_dir import read_card
+
+    card = read_card(data_path)
+    name = (card or {}).get("profile")
+    return name if name in _package_yaml("profiles") else None
 
 
 def resolve_train_spec(
@@ -43,9 +84,12 @@ def resolve_train_spec(
     data: str | None = None,
     seed: int | None = None,
     device: str | None = None,
-) -> TrainSpec:
-    """preset → (toy-world profile when no data is named) → config file → --set → flags."""
-    layers = [load_preset(preset), {"preset": preset}]
+    profile: str | None = None,
+):
+    """preset → profile → config file → --set → flags (see the module docstring)."""
+    from simtool.specs.train import validate_train_spec
+
+    base = deep_merge(load_preset(preset), {"preset": preset})
     user: dict = {}
     if config:
         user = deep_merge(user, load_yaml(config))
@@ -57,11 +101,21 @@ def resolve_train_spec(
         flags["seed"] = seed
     if device is not None:
         flags["device"] = device
-    merged = deep_merge(deep_merge(deep_merge(layers[0], layers[1]), user), flags)
-    if (merged.get("data") or {}).get("path") is None:
-        merged = deep_merge(deep_merge(deep_merge(deep_merge(layers[0], layers[1]), load_profile("toyworld")), user), flags)
-        merged["profile"] = "toyworld"
-    return validate(TrainSpec, merged, "train spec")
+    data_path = (deep_merge(deep_merge(base, user), flags).get("data") or {}).get("path")
+    if profile == NO_PROFILE:
+        chosen = None
+    elif profile:
+        chosen = profile
+    elif data_path is None:
+        chosen = TOY_PROFILE
+    else:
+        chosen = _card_profile(str(data_path))
+    layers = [base, load_profile(chosen, str(base.get("method"))) if chosen else {}, user, flags]
+    merged: dict = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    merged["profile"] = chosen
+    return validate_train_spec(merged, "train spec")
 
 
 def resolve_build_spec(fmt: str, out: str, source: str | None = None, config: str | None = None, sets: list[str] | None = None, seed: int | None = None) -> BuildDataSpec:

@@ -1,108 +1,57 @@
-"""Spec for ``simtool train`` (the self-supervised time/context route of Aubret et al., ICDL 2024)."""
+"""The train spec: :class:`~simtool.specs.common.CommonSpec` plus the part of the method named by ``method:``.
+
+Every registered method contributes a subclass of ``CommonSpec`` with ``method: Literal[name]``;
+:func:`train_spec_type` unites them in a pydantic discriminated union on ``method`` and
+:func:`validate_train_spec` validates a resolved dict against it.
+"""
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Annotated, Any, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError
 
-from simtool.specs.base import Spec
+from simtool.errors import UserError
+from simtool.specs.base import format_validation_error
+from simtool.specs.common import CommonSpec
 
-Module = Literal["classic", "labels", "linear_eval"]
-
-
-class DataSpec(Spec):
-    path: Optional[str] = Field(None, description="dataset directory; none = the built-in toy world")
-    rooms: str = Field("semantic", description="'semantic', 'random', or a room-assignment JSON file")
-    image_size: int = Field(224, ge=16, le=1024)
-    subsample: float = Field(0.3, gt=0, le=1, description="fraction of training objects, category-balanced")
-    cache: Literal["auto", "memory", "none"] = "auto"
-    num_workers: Union[int, Literal["auto"]] = "auto"
+_CACHE: dict[str, Any] = {"version": None, "adapter": None}
 
 
-class StreamSpec(Spec):
-    crop_number: float = Field(7.0, ge=0, description="clip length is 1 + Poisson(crop_number)")
-    p_change_room: float = Field(0.1, ge=0, le=1)
-    chunk_ratio_limit: float = Field(0.8, gt=0, le=1, description="stop the stream after this fraction of clips")
-    rotation_range: int = Field(2, ge=0, description="positive = stream position i+s, |s| <= rotation_range")
+def train_spec_type():
+    """The union type of every registered method's spec (the class itself when only one is registered)."""
+    from simtool.methods import METHODS, load_builtin
+
+    load_builtin()
+    classes = tuple(entry.spec for entry in METHODS.values())
+    if len(classes) == 1:
+        return classes[0]
+    return Annotated[Union[classes], Field(discriminator="method")]
 
 
-class AugmentSpec(Spec):
-    """Classic (SimCLR) augmentations; probabilities in [0, 1]."""
+def _adapter() -> TypeAdapter:
+    from simtool.methods import registry_version
 
-    min_crop: float = Field(0.5, gt=0, le=1, description="RandomResizedCrop scale lower bound")
-    flip: float = Field(0.5, ge=0, le=1)
-    jitter: float = Field(0.8, ge=0, le=1)
-    brightness: float = Field(0.4, ge=0)
-    contrast: float = Field(0.4, ge=0)
-    saturation: float = Field(0.4, ge=0)
-    hue: float = Field(0.1, ge=0, le=0.5)
-    grayscale: float = Field(0.2, ge=0, le=1)
-    blur: float = Field(0.0, ge=0, le=1)
+    version = registry_version()
+    if _CACHE["version"] != version:
+        _CACHE["adapter"] = TypeAdapter(train_spec_type())
+        _CACHE["version"] = version
+    return _CACHE["adapter"]
 
 
-class ContrastSpec(Spec):
-    mode: Literal["time", "classic", "combined"] = "time"
-    temperature: float = Field(0.1, gt=0)
-    time_min_crop: float = Field(0.5, gt=0, le=1, description="RandomResizedCrop scale lower bound in time mode")
-    augment: AugmentSpec = AugmentSpec()
+def validate_train_spec(data: dict, source: str = "train spec") -> CommonSpec:
+    """Validate a resolved train spec dict; one :class:`UserError` sentence on any problem."""
+    from simtool.methods import METHODS, load_builtin
 
-
-class LabelsSpec(Spec):
-    temperature: float = Field(0.1, gt=0)
-
-
-class ModelSpec(Spec):
-    backbone: str = "resnet50"
-    pretrained: Union[bool, str] = False
-    head_hidden: int = Field(1024, ge=1)
-    head_out: int = Field(512, ge=1)
-    per_half: bool = Field(True, description="anchors and positives through BatchNorm separately")
-
-
-class OptimSpec(Spec):
-    name: Literal["adamw"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-6, ge=0)
-    scheduler: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: float = Field(0.0, ge=0)
-
-
-class LoopSpec(Spec):
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(64, ge=2, description="anchors per device per step")
-    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl records")
-    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0 = at epoch ends only)")
-    eval_every: int = Field(1, ge=0, description="epochs between validation passes (0 = never)")
-
-
-class TrainSpec(Spec):
-    method: Literal["time_ssl"] = "time_ssl"
-    preset: Optional[str] = None
-    profile: Optional[str] = None
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    modules: list[Module] = ["classic", "labels", "linear_eval"]
-    data: DataSpec = DataSpec()
-    stream: StreamSpec = StreamSpec()
-    contrast: ContrastSpec = ContrastSpec()
-    labels: LabelsSpec = LabelsSpec()
-    model: ModelSpec = ModelSpec()
-    optim: OptimSpec = OptimSpec()
-    loop: LoopSpec = LoopSpec()
-
-    @field_validator("modules")
-    @classmethod
-    def _modules(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one of 'classic', 'labels', 'linear_eval' is needed")
-        if len(set(v)) != len(v):
-            raise ValueError("modules are listed more than once")
-        return v
-
-    @model_validator(mode="after")
-    def _trainable(self) -> "TrainSpec":
-        if not ({"classic", "labels"} & set(self.modules)):
-            raise ValueError("modules need 'classic' or 'labels': linear probes alone train no representation")
-        return self
+    load_builtin()
+    if not isinstance(data, dict):
+        raise UserError(f"The {source} must be a mapping of keys to values.")
+    method = data.get("method")
+    if method is None:
+        raise UserError(f"The {source} names no method; set method: to one of {', '.join(sorted(METHODS))} (presets do this for you).")
+    if method not in METHODS:
+        raise UserError(f"Unknown method {method!r} in the {source}; choose one of: {', '.join(sorted(METHODS))}.")
+    try:
+        return _adapter().validate_python(data)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, METHODS[method].spec, source, strip_tags=set(METHODS))) from None

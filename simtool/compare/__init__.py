@@ -1,0 +1,1 @@
+"""Comparing runs: replicate-aware aggregation of result records (:mod:`.aggregate`) and tables (:mod:`.tables`)."""

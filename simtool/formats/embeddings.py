@@ -1,0 +1,248 @@
+"""The embeddings file: what ``save-embeddings`` writes and ``evaluate`` / ``compare`` read.
+
+Format version 2 is a pair of files, ``NAME.safetensors`` and ``NAME.rows.parquet``:
+
+* ``NAME.safetensors`` holds one float32 tensor of shape ``(N, R, D)`` per model and layer, named
+  ``"<model>/<layer>"`` (R = repetitions: 1 for an image model, the number of teacher runs for a
+  multi-run teacher). Its metadata (JSON strings) holds ``kind: embeddings``, ``format_version``,
+  ``models`` (per model: name, run, method, preset, seed, the resolved train spec and its hash, the
+  layers, whether training had finished, what the method recorded about context), ``dataset``
+  (name, kind, content fingerprint, path at export time), ``split``, ``n_rows``, the simtool
+  version and ``rows_sha256``, which ties the rows file to this file.
+* ``NAME.rows.parquet`` has one row per embedding row: ``id`` (string, stable across copies of a
+  dataset), ``split``, and a column per label level the dataset has (``category``, ``object``,
+  ``room:<assignment>`` for each room assignment, room ``-1`` = no room); ``row`` and ``frame``
+  when the rows come from a dataset directory. Its schema metadata holds the category names and
+  the room names of every assignment.
+
+Self-contained: evaluating it never opens the dataset directory. Plain arrays made by other tools
+are read by :func:`read_array` (``.npy`` (N, D), or ``.npz`` with one (N, D) array per layer) with
+a labels file (CSV or parquet, one row per embedding, columns named after levels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simtool import __version__
+from simtool.errors import UserError
+from simtool.io import atomic_path
+
+FORMAT_VERSION = 2
+KIND = "embeddings"
+SUFFIX = ".safetensors"
+ROWS_SUFFIX = ".rows.parquet"
+ROOM_PREFIX = "room:"
+LEVEL_COLUMNS = ("category", "object")
+
+
+def rows_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(SUFFIX) + ROWS_SUFFIX)
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of N items by one or more models, with the items' labels and provenance."""
+
+    rows: pa.Table
+    models: list[dict]
+    tensors: dict  # "<model>/<layer>" -> float32 torch tensor (N, R, D)
+    dataset: dict = field(default_factory=dict)
+    split: str = "test"
+    info: dict = field(default_factory=dict)  # category_names, rooms: {assignment: [room names]}
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+    def tensor(self, model: str, layer: str):
+        return self.tensors[f"{model}/{layer}"]
+
+    def column(self, name: str) -> np.ndarray:
+        return self.rows.column(name).to_numpy(zero_copy_only=False)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.column("id").astype(str)
+
+    @property
+    def room_assignments(self) -> list[str]:
+        return [c[len(ROOM_PREFIX):] for c in self.rows.column_names if c.startswith(ROOM_PREFIX)]
+
+    def has(self, column: str) -> bool:
+        return column in self.rows.column_names
+
+    def rooms(self, which: str) -> np.ndarray:
+        """int64 (N,) room of every row under assignment ``which`` (a stored one, or a room JSON
+        file applied to the ``category`` column); -1 = no room."""
+        if which in self.room_assignments:
+            return self.column(ROOM_PREFIX + which).astype(np.int64)
+        if Path(which).suffix == ".json" or Path(which).is_file():
+            from simtool.data.rooms import load_room_assignment
+
+            if not self.has("category"):
+                raise UserError(f"A room file needs a category column to map; these embeddings have only: {', '.join(self.rows.column_names)}.")
+            category = self.column("category").astype(np.int64)
+            n_cat = max(len(self.info.get("category_names", [])), int(category.max()) + 1 if len(category) else 0)
+            room_of_category, _ = load_room_assignment(which, n_cat)
+            return room_of_category[category]
+        have = ", ".join(self.room_assignments) or "none"
+        raise UserError(f"These embeddings have no room assignment {which!r} (stored: {have}); pass one of them or a room JSON file.")
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def check_out_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix != SUFFIX:
+        raise UserError(f"--out {path} must end in {SUFFIX} (row ids are written beside it as {ROWS_SUFFIX}).")
+    return path
+
+
+def write_embeddings(path: str | Path, emb: Embeddings, spec: dict | None = None) -> tuple[Path, Path]:
+    """Write ``emb`` as ``path`` (.safetensors) and its rows file, both atomically."""
+    from safetensors.torch import save_file
+
+    path = check_out_path(path)
+    n = len(emb)
+    for key, t in emb.tensors.items():
+        if t.dim() != 3 or t.shape[0] != n:
+            raise ValueError(f"tensor {key} must be (N={n}, R, D), got {tuple(t.shape)}")
+    table = emb.rows.replace_schema_metadata({"simtool": json.dumps(emb.info)})
+    data = _table_bytes(table)
+    meta = {
+        "simtool": __version__,
+        "kind": KIND,
+        "format_version": str(FORMAT_VERSION),
+        "models": json.dumps(emb.models),
+        "dataset": json.dumps(emb.dataset),
+        "split": emb.split,
+        "n_rows": str(n),
+        "rows_sha256": hashlib.sha256(data).hexdigest(),
+        "spec": json.dumps(spec or {}),
+    }
+    rp = rows_path(path)
+    with atomic_path(rp) as tmp:
+        tmp.write_bytes(data)
+    with atomic_path(path) as tmp:
+        save_file({k: v.float().contiguous() for k, v in emb.tensors.items()}, str(tmp), metadata=meta)
+    return path, rp
+
+
+def read_embeddings(path: str | Path) -> Embeddings:
+    """Read and validate an embeddings file written by :func:`write_embeddings`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    again = "write it again with simtool save-embeddings"
+    if not path.is_file():
+        raise UserError(f"The embeddings file {path} does not exist; write one with simtool save-embeddings.")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = dict(fh.metadata() or {})
+    except Exception:  # noqa: BLE001 - safetensors has its own error types
+        raise UserError(f"{path} is damaged or not a safetensors file; pass a run directory or a file written by simtool save-embeddings.") from None
+    if meta.get("kind") != KIND:
+        raise UserError(f"{path} is not a simtool embeddings file; write one with simtool save-embeddings.")
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise UserError(f"{path} is an embeddings file of format version {meta.get('format_version', 1)}; this simtool reads version {FORMAT_VERSION}: {again}.")
+    rp = rows_path(path)
+    if not rp.is_file():
+        raise UserError(f"The rows file {rp} of {path} is missing; copy it along with the embeddings or {again}.")
+    data = rp.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta.get("rows_sha256"):
+        raise UserError(f"The rows file {rp} does not belong to {path} (damaged or from another export); {again}.")
+    table = pq.read_table(pa.BufferReader(data))
+    try:
+        tensors = load_file(str(path), device="cpu")
+        models = json.loads(meta["models"])
+        dataset = json.loads(meta.get("dataset", "{}"))
+        info = json.loads((table.schema.metadata or {}).get(b"simtool", b"{}"))
+    except Exception:  # noqa: BLE001
+        raise UserError(f"{path} is damaged (its tensors or metadata cannot be read); {again}.") from None
+    n = int(meta.get("n_rows", table.num_rows))
+    for key, t in tensors.items():
+        if t.dim() != 3 or t.shape[0] != n or table.num_rows != n:
+            raise UserError(f"{path} is damaged ({key} has shape {tuple(t.shape)} for {table.num_rows} rows); {again}.")
+    return Embeddings(rows=table.replace_schema_metadata(None), models=models, tensors=tensors, dataset=dataset, split=meta.get("split", "test"), info=info, path=path)
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    _, inverse = np.unique(values.astype(str), return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64)
+
+
+def read_labels(path: str | Path, n: int) -> pa.Table:
+    """A labels file (CSV or parquet, one row per embedding) as a rows table.
+
+    Columns named ``context`` (or ``room``), ``category``, ``object`` become the levels (any
+    values; they are turned into integer codes); ``id`` and ``split`` are kept when present.
+    """
+    import pyarrow.csv as pacsv
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"The labels file {path} does not exist; pass a CSV or parquet file with one row per embedding.")
+    try:
+        table = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"The labels file {path} cannot be read ({str(exc).splitlines()[0]}); pass a CSV with a header row or a parquet file.") from None
+    if table.num_rows != n:
+        raise UserError(f"The labels file {path} has {table.num_rows} rows for {n} embeddings; it needs one row per embedding, in order.")
+    cols = {c.lower(): c for c in table.column_names}
+    out: dict[str, pa.Array] = {}
+    out["id"] = pa.array(table.column(cols["id"]).to_numpy(zero_copy_only=False).astype(str)) if "id" in cols else pa.array([str(i) for i in range(n)])
+    out["split"] = pa.array(table.column(cols["split"]).to_numpy(zero_copy_only=False).astype(str)) if "split" in cols else pa.array(["test"] * n)
+    for level in LEVEL_COLUMNS:
+        if level in cols:
+            out[level] = pa.array(_codes(table.column(cols[level]).to_numpy(zero_copy_only=False)))
+    ctx = cols.get("context", cols.get("room"))
+    if ctx is not None:
+        out[ROOM_PREFIX + "labels"] = pa.array(_codes(table.column(ctx).to_numpy(zero_copy_only=False)))
+    if len(out) == 2:
+        raise UserError(f"The labels file {path} has none of the level columns context, category, object (it has: {', '.join(table.column_names)}).")
+    return pa.table(out)
+
+
+def read_array(path: str | Path, labels: str | Path | None) -> Embeddings:
+    """A plain ``.npy`` (N, D) array, or an ``.npz`` of (N, D) arrays (one per layer), with labels."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"The array file {path} does not exist; pass a .npy or .npz file.")
+    if labels is None:
+        raise UserError(f"A plain array ({path.name}) needs --labels FILE: a CSV or parquet file with one row per embedding and columns named after levels (context, category, object).")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path} cannot be read as a NumPy array without pickle ({str(exc).splitlines()[0]}); save it with numpy.save.") from None
+    layers = {"embedding": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
+    n = None
+    tensors = {}
+    name = path.stem
+    for layer, arr in layers.items():
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+            raise UserError(f"{path} ({layer}) has shape {arr.shape} and dtype {arr.dtype}; it must be a numeric (N, D) array.")
+        if n is not None and arr.shape[0] != n:
+            raise UserError(f"The arrays in {path} have different numbers of rows ({n} and {arr.shape[0]}); use one (N, D) array per layer.")
+        n = arr.shape[0]
+        if not np.isfinite(arr).all():
+            raise UserError(f"{path} ({layer}) holds NaN or infinite values; clean the embeddings first.")
+        tensors[f"{name}/{layer}"] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).unsqueeze(1)
+    rows = read_labels(labels, n)
+    model = {"name": name, "run": str(path), "method": None, "preset": None, "seed": None, "spec": {}, "layers": list(layers), "finished": True, "context": {"rooms": "labels"}}
+    return Embeddings(rows=rows, models=[model], tensors=tensors, dataset={"name": Path(labels).stem, "fingerprint": "", "kind": "labels"}, split="test", info={}, path=path)

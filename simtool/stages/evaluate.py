@@ -1,0 +1,65 @@
+"""``evaluate``: a run, an embeddings file or a plain array → result records.
+
+Reads embeddings (embedding a run's test split in memory first when the target is a run
+directory), hands them to the evaluator registered for ``--type`` and writes a results file:
+into the run directory for a run, beside the file for an embeddings file, and to ``--out``.
+Evaluating an embeddings file or an array opens no dataset and imports no training code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from simtool.errors import UserError
+from simtool.evaluators import get_evaluator
+from simtool.formats.results import results_doc, write_results
+
+ARRAY_SUFFIXES = (".npy", ".npz")
+
+
+def load_target(spec, console: Console | None = None):
+    """``(embeddings, run directory or None)`` for the evaluate spec's target."""
+    target = Path(spec.target)
+    from simtool.formats.run_dir import RunDir
+
+    if target.is_dir():
+        if not RunDir.is_run_dir(target):
+            raise UserError(f"{target} is not a run directory (it has no spec.yaml); pass a run, an embeddings .safetensors file or a .npy/.npz array.")
+        from simtool.stages.embed import embed_runs
+
+        return embed_runs([str(target)], spec.split, spec.layers, spec.device, spec.batch_size, spec.data, console), RunDir(target)
+    if not target.exists():
+        raise UserError(f"The target {target} does not exist; pass a run directory, an embeddings .safetensors file or a .npy/.npz array.")
+    if target.suffix in ARRAY_SUFFIXES:
+        from simtool.formats.embeddings import read_array
+
+        return read_array(target, spec.labels), None
+    from simtool.formats.embeddings import read_embeddings
+
+    if spec.labels:
+        raise UserError("--labels goes with a plain .npy/.npz array; an embeddings file carries its own labels.")
+    return read_embeddings(target), None
+
+
+def evaluate(spec, console: Console | None = None) -> tuple[dict, list[Path]]:
+    evaluator = get_evaluator(spec.options.type)
+    emb, run = load_target(spec, console)
+    if len(emb) == 0:
+        raise UserError(f"There are no {spec.split!r} rows to evaluate; choose another --split.")
+    records = evaluator.evaluate(emb, spec.options, spec.layers)
+    for r in records:
+        r["target"] = str(spec.target)
+    models = {m["name"]: {k: v for k, v in m.items() if k != "name"} for m in emb.models}
+    doc = results_doc(evaluator.name, str(spec.target), spec.to_dict(), emb.dataset, models, records)
+    tag = evaluator.tag(spec.options, emb)
+    written = []
+    if run is not None:
+        written.append(write_results(run.results_path(evaluator.name, tag), doc))
+    elif spec.out is None:
+        target = Path(spec.target)
+        written.append(write_results(target.with_name(target.name.split(".")[0] + f".{evaluator.name}-{tag}.json"), doc))
+    if spec.out:
+        written.append(write_results(spec.out, doc))
+    return doc, written
