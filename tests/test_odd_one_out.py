@@ -41,10 +41,14 @@ def hierarchical_labels(n_rooms=3, cats_per_room=3, objs_per_cat=3, frames_per_o
     return np.array(room), np.array(category), np.array(obj)
 
 
-def brute_candidates(i, level, room, category, obj):
+def brute_candidates(i, level, room, category, obj, exclude_same_object=False):
     """(same candidates, different candidates) of anchor i, by looping over every item."""
     same, diff = [], []
     for j in range(len(room)):
+        if exclude_same_object and level != "object" and obj[j] == obj[i]:
+            if level == "context" and room[j] != room[i]:
+                diff.append(j)
+            continue
         if level == "context":
             if j != i and room[j] == room[i]:
                 same.append(j)
@@ -78,12 +82,13 @@ def brute_correct(emb: np.ndarray, triplets: TripletSet) -> np.ndarray:
     return np.array(out, dtype=bool)
 
 
+@pytest.mark.parametrize("exclude", [False, True])
 @pytest.mark.parametrize("level", LEVELS)
-def test_sampler_invariants_match_brute_force(level):
+def test_sampler_invariants_match_brute_force(level, exclude):
     room, category, obj = random_labels(150, seed=1)
     repeats = 3
-    trip, skipped = sample_odd_one_out_triplets(room, category, obj, level, repeats, np.random.default_rng(0))
-    cands = [brute_candidates(i, level, room, category, obj) for i in range(len(room))]
+    trip, skipped = sample_odd_one_out_triplets(room, category, obj, level, repeats, np.random.default_rng(0), exclude)
+    cands = [brute_candidates(i, level, room, category, obj, exclude) for i in range(len(room))]
     valid = [i for i, (s, d) in enumerate(cands) if s and d]
     assert skipped == len(room) - len(valid)
     assert len(trip) == len(valid) * repeats
@@ -111,18 +116,19 @@ def test_sampler_level_constraints_explicit():
         assert np.all(t.same != t.anchor)
 
 
+@pytest.mark.parametrize("exclude", [False, True])
 @pytest.mark.parametrize("level", LEVELS)
-def test_draws_are_uniform_among_candidates(level):
+def test_draws_are_uniform_among_candidates(level, exclude):
     # Small groups whose excluded blocks sit in the middle of their parent group, so both the
     # "skip the anchor" and the "skip the anchor's subgroup" shifts are exercised.
     room = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
     category = np.array([0, 0, 1, 1, 1, 2, 2, 1, 3, 3])
     obj = np.array([0, 1, 2, 2, 3, 4, 4, 5, 6, 7])
     repeats = 3000
-    t, _ = sample_odd_one_out_triplets(room, category, obj, level, repeats, np.random.default_rng(123))
+    t, _ = sample_odd_one_out_triplets(room, category, obj, level, repeats, np.random.default_rng(123), exclude)
     worst = 0.0
     for a in np.unique(t.anchor):
-        same, diff = brute_candidates(a, level, room, category, obj)
+        same, diff = brute_candidates(a, level, room, category, obj, exclude)
         rows = t.anchor == a
         for drawn, cands in ((t.same[rows], same), (t.different[rows], diff)):
             counts = np.array([np.sum(drawn == c) for c in cands])

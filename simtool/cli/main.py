@@ -240,6 +240,7 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, "--data", help="A run target's dataset directory, if it moved since training."),
     rooms: Optional[str] = typer.Option(None, "--rooms", help="odd-one-out: semantic | random | a room JSON file (default: the training rooms)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="odd-one-out: triplets drawn per anchor and level (10)."),
+    exclude_same_object: bool = typer.Option(False, "--exclude-same-object", help="odd-one-out: context/category 'same' items never from the anchor's own object."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the evaluation's random draws (0)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Evaluator option: --set key=value (repeatable)."),
     split: str = typer.Option("test", "--split"),
@@ -254,7 +255,7 @@ def evaluate(
     from simtool.specs.base import parse_set
     from simtool.specs.evaluate import validate_evaluate_spec
 
-    options = {"type": type, "rooms": rooms, "repeats": repeats, "seed": seed, **parse_set(set_ or [])}
+    options = {"type": type, "rooms": rooms, "repeats": repeats, "seed": seed, "exclude_same_object": exclude_same_object or None, **parse_set(set_ or [])}
     spec = validate_evaluate_spec({"target": str(target), "out": str(out) if out else None, "labels": str(labels) if labels else None,
                                    "data": str(data) if data else None, "split": split, "layers": _split_list(layers), "device": device, "options": options})
     if dry_run:

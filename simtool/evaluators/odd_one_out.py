@@ -29,6 +29,7 @@ class OddOneOutOptions(Spec):
     rooms: Optional[str] = Field(None, description="semantic | random | a room JSON file; default: the rooms each model trained with")
     repeats: int = Field(10, ge=1, le=1000, description="triplets drawn per anchor and level")
     seed: int = 0
+    exclude_same_object: bool = Field(False, description="context/category 'same' items never come from the anchor's own object")
 
 
 def _rooms_tag(which: str) -> str:
@@ -50,7 +51,8 @@ class OddOneOut(Evaluator):
 
     def tag(self, options, emb) -> str:
         used = {_rooms_tag(self._which(options, emb, m)) for m in emb.models}
-        return used.pop() if len(used) == 1 else "trained"
+        tag = used.pop() if len(used) == 1 else "trained"
+        return tag + ("-exclude-same-object" if options.exclude_same_object else "")
 
     def evaluate(self, emb, options, layers=None) -> list[dict]:
         for needed in ("category", "object"):
@@ -67,7 +69,7 @@ class OddOneOut(Evaluator):
             keep = room >= 0
             room, category, obj = room[keep], category_all[keep], obj_all[keep]
             keep_t = torch.from_numpy(keep)
-            condition = f"rooms={_rooms_tag(which)}"
+            condition = f"rooms={_rooms_tag(which)}" + (" exclude-same-object" if options.exclude_same_object else "")
             for layer in select_layers(model, layers):
                 x = emb.tensor(model["name"], layer)[keep_t]
                 for r in range(x.shape[1]):
@@ -78,7 +80,8 @@ class OddOneOut(Evaluator):
                     for metric, value in stats.items():
                         records.append(make_record(**base, metric=metric, level=None, value=value, n=int(e.shape[0])))
                     for level in LEVELS:
-                        res = odd_one_out_accuracy(e, room, category, obj, level, repeats=options.repeats, seed=options.seed)
+                        res = odd_one_out_accuracy(e, room, category, obj, level, repeats=options.repeats, seed=options.seed,
+                                                   exclude_same_object=options.exclude_same_object)
                         records.append(make_record(**base, metric="accuracy", level=level, value=res["accuracy"], n=res["n_triplets"], se=res["stderr"],
                                                    note=f"anchors={res['n_anchors']} skipped={res['skipped']}"))
         return records

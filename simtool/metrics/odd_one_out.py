@@ -134,6 +134,7 @@ def sample_odd_one_out_triplets(
     level: str,
     repeats: int,
     rng: np.random.Generator,
+    exclude_same_object: bool = False,
 ) -> tuple[TripletSet, int]:
     """Draw odd-one-out triplets for every anchor of ``level`` (Aubret et al., ICDL 2024).
 
@@ -149,6 +150,9 @@ def sample_odd_one_out_triplets(
         level: one of :data:`LEVELS`.
         repeats: number of triplets per anchor (``>= 1``).
         rng: numpy generator; the draws depend only on the labels, ``level``, ``repeats`` and its state.
+        exclude_same_object: at the context and category levels, never draw the "same" item from
+            the anchor's own object (by default, as in the original protocol, another frame of the
+            anchor's object may be drawn, which makes those levels easier). Ignored at ``object``.
 
     Returns:
         ``(triplets, skipped)``: an anchor-major :class:`TripletSet` of ``T = n_anchors * repeats``
@@ -168,11 +172,18 @@ def sample_odd_one_out_triplets(
     same_key, parent_keys = _level_keys(level, room, category, obj)
 
     # "same": group by the level's own label.
-    order_s = np.argsort(same_key, kind="stable")
-    pos_s = np.empty(n, dtype=np.int64)
-    pos_s[order_s] = np.arange(n)
-    s_start, s_end = _group_bounds(order_s, [same_key])
-    n_same = s_end - s_start - 1
+    exclude = bool(exclude_same_object) and level != "object"
+    if exclude:  # the anchor's object is a contiguous subgroup of its group in a (label, object) sort
+        order_s = np.lexsort([obj, same_key])
+        s_start, s_end = _group_bounds(order_s, [same_key])
+        o_start, o_end = _group_bounds(order_s, [same_key, obj])
+        n_same = (s_end - s_start) - (o_end - o_start)
+    else:
+        order_s = np.argsort(same_key, kind="stable")
+        pos_s = np.empty(n, dtype=np.int64)
+        pos_s[order_s] = np.arange(n)
+        s_start, s_end = _group_bounds(order_s, [same_key])
+        n_same = s_end - s_start - 1
 
     # "different": parent group minus the anchor's (parent, label) subgroup, which is contiguous in a
     # lexicographic (parent..., label) sort.
@@ -192,7 +203,10 @@ def sample_odd_one_out_triplets(
 
     k = rng.integers(0, n_same[a])
     p = s_start[a] + k
-    p += p >= pos_s[a]
+    if exclude:
+        p += np.where(p >= o_start[a], (o_end - o_start)[a], 0)
+    else:
+        p += p >= pos_s[a]
     same = order_s[p]
 
     k = rng.integers(0, n_diff[a])
@@ -253,6 +267,7 @@ def odd_one_out_accuracy(
     level: str,
     repeats: int = 10,
     seed: int = 0,
+    exclude_same_object: bool = False,
 ) -> dict:
     """Odd-one-out accuracy of embeddings ``emb`` at ``level`` (Aubret et al., ICDL 2024).
 
@@ -266,6 +281,7 @@ def odd_one_out_accuracy(
         level: one of :data:`LEVELS`.
         repeats: triplets drawn per anchor.
         seed: seed of the triplet sampler.
+        exclude_same_object: see :func:`sample_odd_one_out_triplets`.
 
     Returns:
         ``{"level", "accuracy", "n_triplets", "n_anchors", "skipped", "stderr"}``: ``accuracy`` is
@@ -280,7 +296,7 @@ def odd_one_out_accuracy(
     if emb.shape[0] != len(room):
         raise ValueError(f"emb has {emb.shape[0]} rows but there are {len(room)} labels")
     rng = np.random.default_rng(seed)
-    triplets, skipped = sample_odd_one_out_triplets(room, category, obj, level, repeats, rng)
+    triplets, skipped = sample_odd_one_out_triplets(room, category, obj, level, repeats, rng, exclude_same_object)
     n_anchors = len(triplets) // int(repeats)
     accuracy = stderr = float("nan")
     if n_anchors:
