@@ -127,7 +127,7 @@ def test_bad_inputs():
 
 
 def test_registry():
-    assert LOSSES == {"ntxent": NTXentLoss}
+    assert LOSSES["ntxent"] is NTXentLoss
     loss = create_loss("ntxent", temperature=0.3)
     assert isinstance(loss, NTXentLoss) and loss.temperature == 0.3
     with pytest.raises(UserError, match="ntxent"):

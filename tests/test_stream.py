@@ -39,11 +39,12 @@ def clip_starts(stream: Stream) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(np.diff(stream.clip) != 0) + 1))
 
 
-def replay(stream: Stream, objects, frames, room_of_row, crop_number, seed):
+def replay(stream: Stream, objects, frames, room_of_row, crop_number, seed, p0=False):
     """Walk the stream's clips, tracking remaining clips per room.
 
     Returns per boundary b (between stream clips b and b+1): changed, forced (current room
-    empty), others_left (another room still has clips).  Also the initial room counts.
+    empty, or with ``p0`` the room has supplied more than 80 % of its initial clips),
+    others_left (another room still has clips).  Also the initial room counts.
     """
     clips = make_clips(objects, frames, crop_number, np.random.default_rng(seed))
     rooms_all = np.array([room_of_row[c[0]] for c in clips])
@@ -59,7 +60,8 @@ def replay(stream: Stream, objects, frames, room_of_row, crop_number, seed):
         if b == len(croom) - 1:
             break
         changed.append(croom[b + 1] != r)
-        forced.append(rem[r] == 0)
+        supplied = init[r] - rem[r]
+        forced.append(rem[r] == 0 or (p0 and 5 * supplied > 4 * init[r]))
         others.append(sum(v for k, v in rem.items() if k != r) > 0)
     return np.array(changed, bool), np.array(forced, bool), np.array(others, bool), init
 
@@ -101,13 +103,17 @@ def test_clip_lengths_follow_one_plus_poisson():
     assert np.all(lens[last] <= n_frames)
 
 
-def test_short_videos_are_one_clip_and_zero_crop_gives_single_frames():
+def test_short_videos_are_one_clip_and_zero_crop_gives_whole_videos():
     objects = np.repeat(np.arange(50), 3)
     frames = np.tile(np.arange(3), 50)
     clips = make_clips(objects, frames, 40.0, np.random.default_rng(0))
     assert len(clips) == 50 and all(len(c) == 3 for c in clips)
+    # crop_number = 0 means whole videos as clips (the original's meaning), whatever their lengths
+    objects = np.repeat(np.arange(4), [5, 1, 7, 2])
+    frames = np.concatenate([np.arange(n)[::-1] for n in (5, 1, 7, 2)])
     clips0 = make_clips(objects, frames, 0.0, np.random.default_rng(0))
-    assert len(clips0) == 150 and all(len(c) == 1 for c in clips0)
+    assert [len(c) for c in clips0] == [5, 1, 7, 2]
+    assert all(np.all(np.diff(frames[c]) > 0) and len(set(objects[c])) == 1 for c in clips0), "whole videos, frame order"
 
 
 # ----------------------------------------------------------------------------- build_stream
@@ -177,21 +183,21 @@ def test_room_changes_only_at_clip_boundaries():
     assert np.any(ch)
 
 
-@pytest.mark.parametrize("ratio", [1.0, 0.6])
-def test_p0_changes_only_when_a_room_is_exhausted(ratio):
-    n_rooms = 6
+@pytest.mark.parametrize("ratio", [1.0, 0.8, 0.6])
+def test_p0_changes_only_when_forced_and_every_room_appears(ratio):
+    """p = 0: the viewer moves on only when its room is empty or has supplied more than 80 % of its
+    initial clips (the original's rule), so every room is in the stream, even cut at 80 %."""
+    n_rooms = 8
     objects, frames, room = make_world(n_rooms, 2, 5, (5, 40), seed=5)
     for seed in range(5):
         s = build_stream(objects, frames, room, 3.0, 0.0, ratio, np.random.default_rng(seed))
-        changed, forced, others, _ = replay(s, objects, frames, room, 3.0, seed)
-        np.testing.assert_array_equal(changed, forced)  # every change forced, every forced one a change
-        assert changed.sum() <= n_rooms - 1
-        if ratio == 1.0:
-            assert changed.sum() == n_rooms - 1
-        # Rooms are visited in one block each.
+        changed, forced, others, init = replay(s, objects, frames, room, 3.0, seed, p0=True)
+        np.testing.assert_array_equal(changed, forced & others)  # every change forced, every possible forced one a change
+        if ratio >= 0.8:  # each room supplies > 80 % of its clips before the viewer leaves it
+            assert set(np.unique(s.room)) == set(np.unique(room)), "every room appears"
         croom = s.room[clip_starts(s)]
-        blocks = croom[np.append(True, croom[1:] != croom[:-1])]
-        assert np.unique(blocks).size == blocks.size
+        first_block = np.flatnonzero(croom != croom[0])[0]
+        assert 5 * first_block > 4 * init[int(croom[0])] and 5 * (first_block - 1) <= 4 * init[int(croom[0])], "the first room stops right after 80 %"
 
 
 def test_p1_changes_at_every_boundary_while_another_room_has_clips():
@@ -249,29 +255,30 @@ def test_positive_pairs_cross_rooms_as_expected():
     assert fractions[0] < fractions[1] < fractions[2]
 
 
+def _one_frame_videos(room_sizes: dict[int, int]):
+    """Every frame its own one-frame video (crop_number 0 = whole videos = single frames)."""
+    room = np.concatenate([np.full(n, r) for r, n in room_sizes.items()])
+    objects = np.arange(room.size)
+    return objects, np.zeros(room.size, dtype=np.int64), room
+
+
 def test_clips_of_a_room_are_shuffled():
-    # p = 0, crop 0: the first room is used up block-wise; its clips come in random order.
-    objects, frames, room = make_world(3, 1, 4, 25, seed=9, shuffle=False)
+    # p = 0: the first room supplies its first 81 of 100 clips (just over 80 %) as one block, in random order.
+    objects, frames, room = _one_frame_videos({0: 100, 1: 100, 2: 100})
     firsts = []
     for seed in range(300):
         s = build_stream(objects, frames, room, 0.0, 0.0, 1.0, np.random.default_rng(seed))
-        clips = make_clips(objects, frames, 0.0, np.random.default_rng(seed))
-        rank = {int(c[0]): k for k, c in enumerate(clips)}
-        block = s.rows[s.room == s.room[0]]
-        ranks = np.array([rank[int(r)] for r in block])
-        assert block.size == 100 and np.unique(ranks).size == 100
-        firsts.append(ranks[0] - ranks.min())  # position of the first clip within its room
+        r0 = s.room[0]
+        block = s.rows[: np.flatnonzero(s.room != r0)[0]]
+        assert block.size == 81 and np.unique(block).size == 81 and np.all(room[block] == r0)
+        firsts.append(block[0] - 100 * r0)  # which of its room's 100 clips came first
     firsts = np.array(firsts)
     assert abs(firsts.mean() - 49.5) < 6  # uniform over 0..99 (sd of the mean ~1.7)
     assert np.unique(firsts).size > 60
 
 
 def test_start_room_is_proportional_to_clip_counts():
-    # crop_number 0: every frame is one clip, so room clip counts are exact: 300/100/100.
-    sizes = {0: 300, 1: 100, 2: 100}
-    objects = np.concatenate([np.repeat(np.arange(10) + 10 * r, sizes[r] // 10) for r in sizes])
-    frames = np.concatenate([np.tile(np.arange(sizes[r] // 10), 10) for r in sizes])
-    room = objects // 10
+    objects, frames, room = _one_frame_videos({0: 300, 1: 100, 2: 100})
     starts = []
     for seed in range(2000):
         s = build_stream(objects, frames, room, 0.0, 0.5, 0.01, np.random.default_rng(seed))
@@ -284,10 +291,7 @@ def test_start_room_is_proportional_to_clip_counts():
 def test_changed_to_room_is_drawn_among_other_rooms_by_remaining_clips():
     # Rooms 0/1/2 with 100/300/100 single-frame clips; with p=1 the first move leaves the
     # starting room; from room 0 it goes to room 1 with probability 300/400.
-    sizes = {0: 100, 1: 300, 2: 100}
-    objects = np.concatenate([np.repeat(np.arange(10) + 10 * r, sizes[r] // 10) for r in sizes])
-    frames = np.concatenate([np.tile(np.arange(sizes[r] // 10), 10) for r in sizes])
-    room = objects // 10
+    objects, frames, room = _one_frame_videos({0: 100, 1: 300, 2: 100})
     dest = []
     for seed in range(3000):
         s = build_stream(objects, frames, room, 0.0, 1.0, 0.01, np.random.default_rng(seed))

@@ -48,6 +48,7 @@ __all__ = [
     "random_grayscale",
     "random_gaussian_blur",
     "center_crop",
+    "center_crop_resize",
     "BatchAugment",
 ]
 
@@ -140,17 +141,17 @@ def to_float(x: Tensor) -> Tensor:
     raise TypeError(f"expected uint8 or floating images, got {x.dtype}")
 
 
-def normalize(x: Tensor) -> Tensor:
-    """ImageNet normalisation ``(x - mean) / std`` of a ``(B, 3, H, W)`` batch in ``[0, 1]``.
+def normalize(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
+    """Normalisation ``(x - mean) / std`` of a ``(B, 3, H, W)`` batch in ``[0, 1]`` (ImageNet's by default).
 
     ``uint8`` input is first scaled to ``[0, 1]``. Returns float32 ``(B, 3, H, W)``. Mirrors
-    ``torchvision.transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)``.
+    ``torchvision.transforms.Normalize(mean, std)``.
     """
     _check_batch(x)
     x = to_float(x)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1).to(x.device)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1).to(x.device)
-    return (x - mean).div_(std)
+    mean_t = torch.tensor(tuple(mean), dtype=torch.float32).view(1, 3, 1, 1).to(x.device)
+    std_t = torch.tensor(tuple(std), dtype=torch.float32).view(1, 3, 1, 1).to(x.device)
+    return (x - mean_t).div_(std_t)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,6 +318,22 @@ def center_crop(x: Tensor, size: int, crop_frac: float = 1.0) -> Tensor:
     if top < 0 or left < 0:
         raise ValueError(f"crop size {size} is larger than the resized image {new_h}x{new_w}")
     return x[:, :, top : top + size, left : left + size]
+
+
+def center_crop_resize(x: Tensor, size: int, crop_frac: float = 0.875) -> Tensor:
+    """The original's test transform: the central ``crop_frac`` of each side, resized to ``size x size``.
+
+    ``(B, 3, H, W)`` -> float32 ``(B, 3, size, size)`` (bilinear; the aspect ratio of a non-square
+    frame is not kept, as in the original). :func:`simtool.data.images.decode_crop` with
+    :func:`simtool.data.images.center_box` is the same transform on encoded frames.
+    """
+    _check_batch(x)
+    if not 0 < crop_frac <= 1:
+        raise ValueError(f"crop_frac must be in (0, 1], got {crop_frac}")
+    x = to_float(x)
+    b, _, height, width = x.shape
+    box = torch.tensor([(1 - crop_frac) / 2 * width, (1 - crop_frac) / 2 * height, crop_frac * width, crop_frac * height])
+    return _crop_resize(x, box.expand(b, 4).contiguous(), int(size))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -533,16 +550,18 @@ class BatchAugment:
     * ``"classic"``: SimCLR — ``random_resized_crop(scale=(spec.min_crop, 1))`` ->
       ``random_hflip(spec.flip)`` -> ``color_jitter(spec.jitter, ...)`` ->
       ``random_grayscale(spec.grayscale)`` -> ``random_gaussian_blur(spec.blur)`` (skipped when 0);
-    * ``"eval"``: ``center_crop(size)``.
+    * ``"eval"``: :func:`center_crop_resize` with ``eval_crop`` (1.0 = the whole frame).
 
-    Each mode ends with ImageNet :func:`normalize`. ``spec`` (a :class:`ClassicAugment`, or any
-    object with its fields) defaults to ``ClassicAugment()`` and is only used by ``"classic"``;
-    ``min_crop`` only by ``"crop"``.
+    ``crop=False`` skips the random crop of ``"crop"`` and ``"classic"``: the images arrive
+    already cropped (taken from the stored frame in the data loader) at ``size``. Each mode ends
+    with :func:`normalize`. ``spec`` (a :class:`ClassicAugment`, or any object with its fields)
+    defaults to ``ClassicAugment()`` and is only used by ``"classic"``; ``min_crop`` only by
+    ``"crop"``.
     """
 
     MODES = ("crop", "classic", "eval")
 
-    def __init__(self, size: int, mode: str, spec: ClassicAugment | None = None, min_crop: float = 0.5):
+    def __init__(self, size: int, mode: str, spec: ClassicAugment | None = None, min_crop: float = 0.5, crop: bool = True, eval_crop: float = 1.0):
         if mode not in self.MODES:
             raise ValueError(f"unknown augmentation mode {mode!r}; expected one of {self.MODES}")
         if int(size) < 1:
@@ -553,12 +572,21 @@ class BatchAugment:
         self.mode = mode
         self.spec = spec if spec is not None else ClassicAugment()
         self.min_crop = float(min_crop)
+        self.crop = bool(crop)
+        self.eval_crop = float(eval_crop)
 
     def __repr__(self) -> str:
         extra = f", spec={self.spec!r}" if self.mode == "classic" else (
-            f", min_crop={self.min_crop}" if self.mode == "crop" else ""
+            f", min_crop={self.min_crop}" if self.mode == "crop" else f", eval_crop={self.eval_crop}"
         )
-        return f"BatchAugment(size={self.size}, mode={self.mode!r}{extra})"
+        return f"BatchAugment(size={self.size}, mode={self.mode!r}{extra}, crop={self.crop})"
+
+    def _crop(self, x: Tensor, min_crop: float, generator) -> Tensor:
+        if not self.crop:
+            if x.shape[-2:] != (self.size, self.size):
+                raise ValueError(f"crop=False expects images of {self.size}x{self.size}, got {tuple(x.shape[-2:])}")
+            return to_float(x)
+        return random_resized_crop(x, self.size, scale=(min_crop, 1.0), generator=generator)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment a ``(B, 3, H, W)`` uint8/float batch; randomness from the CPU ``generator``
@@ -566,11 +594,11 @@ class BatchAugment:
         _check_batch(x)
         _check_generator(generator)
         if self.mode == "eval":
-            return normalize(center_crop(x, self.size))
+            return normalize(center_crop_resize(x, self.size, self.eval_crop))
         if self.mode == "crop":
-            return normalize(random_resized_crop(x, self.size, scale=(self.min_crop, 1.0), generator=generator))
+            return normalize(self._crop(x, self.min_crop, generator))
         s = self.spec
-        x = random_resized_crop(x, self.size, scale=(s.min_crop, 1.0), generator=generator)
+        x = self._crop(x, s.min_crop, generator)
         x = random_hflip(x, s.flip, generator=generator)
         x = color_jitter(x, s.jitter, s.brightness, s.contrast, s.saturation, s.hue, generator=generator)
         x = random_grayscale(x, s.grayscale, generator=generator)

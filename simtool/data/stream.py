@@ -14,15 +14,18 @@ given a :class:`numpy.random.Generator`):
 
 1. Every object's video (its rows sorted by frame index, i.e. turntable order) is cut into
    consecutive clips of ``1 + Poisson(crop_number)`` frames; the last clip of a video takes
-   what is left, and a video shorter than the drawn length is a single clip.
+   what is left, and a video shorter than the drawn length is a single clip. ``crop_number = 0``
+   means whole videos as clips (as in the original code).
 2. A clip belongs to the room of its object's category; the clips of each room are shuffled
    into a per-room queue.
 3. The stream starts in a room drawn with probability proportional to its number of clips.
 4. At every clip boundary the viewer moves to another room with probability
-   ``p_change_room`` (or is forced to move when the current room has no clip left); the new
-   room is drawn in proportion to the remaining clips of the rooms *other* than the current
-   one (if none has clips left the viewer stays).  Otherwise it takes the next clip of the
-   current room.
+   ``p_change_room``, or is forced to move when the current room has no clip left, or, with
+   ``p_change_room = 0`` only, once the current room has supplied more than 80 % of its initial
+   clips (the original's rule, so that every room appears in a p = 0 stream); the new room is
+   drawn in proportion to the remaining clips of the rooms *other* than the current one (if
+   none has clips left the viewer stays).  Otherwise it takes the next clip of the current
+   room.
 5. Clips are used without replacement; the stream stops once
    ``ceil(chunk_ratio_limit * total_clips)`` clips have been used.
 6. The result is one ordered array of frame rows (:class:`Stream`).
@@ -146,7 +149,8 @@ def _clip_partition(
     ``(C,)`` and ``clip_lens`` int64 ``(C,)`` (clip k is ``order[clip_starts[k]:][:clip_lens[k]]``)
     and ``video_starts`` int64 ``(V,)``.
 
-    Lengths ``1 + Poisson(lam)`` are drawn in rounds: each video still to be covered gets a
+    ``lam == 0`` means whole videos as clips (no draw). Otherwise lengths ``1 + Poisson(lam)``
+    are drawn in rounds: each video still to be covered gets a
     batch of draws sized to cover its remaining frames with near certainty (never more draws
     than remaining frames, which always suffices); a video keeps the drawn clips that start
     inside it, and the rare video left uncovered gets another batch.
@@ -154,6 +158,8 @@ def _clip_partition(
     order, video_starts = _video_order(objects, frames)
     n = order.shape[0]
     sizes = np.diff(np.append(video_starts, n))
+    if lam == 0:  # crop_number = 0: every video is one clip (as in the original)
+        return order, video_starts.copy(), sizes.astype(np.int64), video_starts
     covered = np.zeros(sizes.shape[0], dtype=np.int64)  # frames of each video cut so far
     todo = np.arange(sizes.shape[0], dtype=np.int64)
     parts = []
@@ -247,7 +253,7 @@ def make_clips(
     Args:
         objects: ``(N,)`` integer object id of each row (any integers).
         frames: ``(N,)`` frame index of each row; a video is the object's rows sorted by frame.
-        crop_number: Poisson mean λ >= 0 of the extra clip length.
+        crop_number: Poisson mean λ >= 0 of the extra clip length (0: every video is one clip).
         rng: random generator (consumed by the Poisson length draws).
 
     Returns:
@@ -277,7 +283,7 @@ def build_stream(
         frames: ``(N,)`` frame index of each row.
         room_of_row: ``(N,)`` integer room id of each row (the room of the row's category);
             all rows of one object must share a room.
-        crop_number: Poisson mean λ >= 0; clips have ``1 + Poisson(λ)`` frames.
+        crop_number: Poisson mean λ >= 0; clips have ``1 + Poisson(λ)`` frames (0: whole videos).
         p_change_room: probability in ``[0, 1]`` of moving to another room at a clip boundary.
         chunk_ratio_limit: fraction in ``(0, 1]`` of clips to use;
             the stream holds ``ceil(chunk_ratio_limit * n_clips_total)`` clips.
@@ -337,6 +343,9 @@ def build_stream(
     ptr = [0] * n_rooms
     fen = _Fenwick(rem)
     total = n_clips
+    # p = 0: a room must move on once it has supplied more than 80 % of its initial clips, i.e.
+    # after ``cap`` clips, the smallest s with 5 s > 4 * initial (integer arithmetic, no rounding).
+    cap = [(4 * c) // 5 + 1 for c in counts.tolist()] if p == 0 else None
 
     def draw(exclude: int, u: float) -> int:
         """Room drawn in proportion to remaining clips, skipping ``exclude`` (-1: none)."""
@@ -361,6 +370,8 @@ def build_stream(
     while t < n_use:
         stop = (change_at[ci] + 1) if ci < n_change else n_use
         take = min(rem[cur], stop - t, n_use - t)
+        if cap is not None:
+            take = min(take, max(1, cap[cur] - ptr[cur]))
         seg_room.append(cur)
         seg_start.append(ptr[cur])
         seg_len.append(take)
@@ -371,11 +382,13 @@ def build_stream(
         t += take
         if t >= n_use:
             break
-        move = rem[cur] == 0  # forced
+        move = rem[cur] == 0 or (cap is not None and ptr[cur] >= cap[cur])  # forced
         if ci < n_change and change_at[ci] == t - 1:
             ci += 1
             move = True  # voluntary
         if move:
+            if ui == len(uniforms):  # only the p = 0 rule can need more draws than were made up front
+                uniforms.extend(rng.random(n_rooms + 1).tolist())
             cur = draw(cur, uniforms[ui])
             ui += 1
 

@@ -94,3 +94,72 @@ def all_gather(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if not info.enabled:
         return x
     return _AllGather.apply(x)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the gradients over ranks too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch, on any device.
+
+    PyTorch's SyncBatchNorm runs on GPUs only; this one all-reduces per-channel sums (with
+    gradients, like :func:`all_gather`) over the process group, so CPU/gloo runs and tests use the
+    same code as GPU runs. Outside training, or in a single process, it is plain BatchNorm.
+    Running statistics are updated from the global batch (unbiased variance), as nn.BatchNorm does.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        self._check_input_dim(x)
+        dims = [0] + list(range(2, x.dim()))
+        xf = x.float()
+        count = torch.tensor([xf.numel() / xf.shape[1]], dtype=torch.float32, device=x.device)
+        stats = _AllReduceSum.apply(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        c = x.shape[1]
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * n / max(float(n) - 1, 1.0), alpha=m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every BatchNorm1d/2d/3d of ``module`` by :class:`SyncBatchNorm` (same parameters, buffers and state-dict keys)."""
+    out = module
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncBatchNorm):
+        out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        out.load_state_dict(module.state_dict())
+        out.train(module.training)
+        if module.affine:
+            out.weight.requires_grad_(module.weight.requires_grad)
+            out.bias.requires_grad_(module.bias.requires_grad)
+    for name, child in module.named_children():
+        out.add_module(name, convert_sync_batchnorm(child))
+    return out

@@ -8,6 +8,11 @@ checkpoints and final weights (through :class:`~simtool.formats.run_dir.RunDir`)
 The run directory is created only after the device, the spec's data and the method have
 validated, so a start that fails leaves nothing behind.
 
+With ``checkpoint.best`` (a figure the method's validation reports, e.g. ``val/fstrt``) the weights
+of the validation pass where it was best (strictly better than every earlier one; NaN never is)
+are written to ``checkpoints/best.safetensors`` (see :meth:`RunDir.write_best`); the best value so
+far travels in the resumable state, so a resumed run keeps the same best checkpoint.
+
 Resume is exact: data order and augmentations come from generators keyed by
 ``(seed, epoch, step, rank)`` and the checkpoint holds the model, optimizer, scheduler, global RNG
 states and loop position, so ``--resume`` reproduces the weights of an uninterrupted run.
@@ -93,9 +98,37 @@ def _card(spec, method: Method, model: torch.nn.Module) -> dict:
     return {**base, "layers": list(getattr(model, "layer_names", [])), "method": spec.method, "preset": spec.preset, **method.card()}
 
 
+def _update_best(spec, run: RunDir, model: torch.nn.Module, meta: dict, figures: dict, best: dict | None, epoch: int, step: int, dist: DistInfo) -> dict | None:
+    """Write ``best.safetensors`` when this validation pass's ``checkpoint.best`` figure beats the best so far."""
+    name, mode = spec.checkpoint.best, spec.checkpoint.best_mode
+    if name not in figures:
+        shown = ", ".join(sorted(figures)) or "none"
+        raise UserError(f"checkpoint.best={name} is not a figure this method's validation reports (it reports: {shown}); set checkpoint.best to one of them.")
+    value = float(figures[name])
+    if not np.isfinite(value):
+        return best
+    if best is not None and not (value > best["value"] if mode == "max" else value < best["value"]):
+        return best
+    best = {"metric": name, "mode": mode, "value": value, "epoch": epoch, "step": step}
+    if dist.is_main:
+        run.write_best(model_state(model), metadata=meta, best=best)
+    barrier(dist)
+    return best
+
+
 def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dist: DistInfo) -> dict:
+    spec = spec.model_copy(deep=True)  # the engine fills in loop.batch_size_per_device
     device = resolve_device(spec.device, dist.local_rank)
     precision = resolve_precision(spec.precision, device)
+    per_device, rest = divmod(spec.loop.batch_size, dist.world_size)
+    if rest or per_device < 1:
+        raise UserError(f"loop.batch_size={spec.loop.batch_size} is the global batch and must divide evenly over {dist.world_size} processes; choose a multiple of {dist.world_size}.")
+    if spec.loop.batch_size_per_device not in (None, per_device):
+        raise UserError(f"This run was made with {spec.loop.batch_size // spec.loop.batch_size_per_device} processes "
+                        f"(batch {spec.loop.batch_size_per_device} per device); run it with that many (or leave loop.batch_size_per_device unset).")
+    spec.loop.batch_size_per_device = per_device
+    if spec.checkpoint.best and not spec.loop.eval_every:
+        raise UserError(f"checkpoint.best={spec.checkpoint.best} keeps the best validation pass, but loop.eval_every=0 runs none; set loop.eval_every to 1 or more, or unset checkpoint.best.")
     seed_everything(spec.seed + dist.rank)
     method = build_method(spec, device=device, dist=dist, console=console)
     steps_per_epoch = method.steps_per_epoch()
@@ -117,6 +150,7 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
     epoch, start_step, global_step = 0, 0, 0
     last_eval: dict[str, float] = {}
     last_loss = float("nan")
+    best: dict | None = None  # {"metric", "mode", "value", "epoch", "step"} of the best validation pass so far
 
     if ckpt is not None:
         weights, skeleton, tensors = run.load_checkpoint(ckpt)
@@ -132,6 +166,7 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
             raise UserError(f"The checkpoint {ckpt} does not fit this run ({type(exc).__name__}); delete {run.path} and train it again.") from None
         last_loss = float(pos.get("last_loss", float("nan")))
         last_eval = dict(pos.get("last_eval", {}))
+        best = pos.get("best")
         if dist.is_main:
             run.truncate_metrics(global_step)
             console.print(f"[bold]Resuming[/] {run.path} at epoch {epoch + 1}, step {start_step} (global step {global_step}).", soft_wrap=True)
@@ -159,7 +194,7 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": _rng_state(device),
-                "position": {"epoch": ep, "step": st, "global_step": gs, "last_loss": last_loss, "last_eval": last_eval},
+                "position": {"epoch": ep, "step": st, "global_step": gs, "last_loss": last_loss, "last_eval": last_eval, "best": best},
             }
             skeleton, tensors = flatten_state(state)
             run.save_checkpoint(gs, model_state(model), skeleton, tensors, metadata=meta)
@@ -225,6 +260,8 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
                     model.train()
                     if dist.is_main and last_eval:
                         run.append_metrics({"type": "eval", "epoch": epoch - 1, "step": global_step, **last_eval})
+                    if spec.checkpoint.best:
+                        best = _update_best(spec, run, model, meta, last_eval, best, epoch, global_step, dist)
                 if dist.is_main:
                     shown = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last_eval.items()) if last_eval else ""
                     progress.console.print(f"epoch {epoch}/{spec.loop.epochs}  loss {last_loss:.4f}  {shown}")
@@ -245,8 +282,10 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
         "device": str(device),
         "precision": precision,
         "world_size": dist.world_size,
-        "batch_size_per_device": spec.loop.batch_size,
+        "batch_size": spec.loop.batch_size,
+        "batch_size_per_device": per_device,
         "weights": str(run.final_weights.relative_to(run.path)),
+        "best": best,
         "torch": torch.__version__,
         "simtool": __version__,
     }

@@ -52,10 +52,11 @@ def param_groups(model: torch.nn.Module, optim) -> list[dict]:
 
 def build_optimizer(model: torch.nn.Module, optim) -> torch.optim.Optimizer:
     groups = param_groups(model, optim)
+    fused = {"fused": True} if optim.fused else {}
     if optim.name == "adamw":
-        return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay, betas=tuple(optim.betas))
+        return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay, betas=tuple(optim.betas), **fused)
     if optim.name == "adam":
-        return torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay, betas=tuple(optim.betas))
+        return torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay, betas=tuple(optim.betas), **fused)
     if optim.name == "sgd":
         return torch.optim.SGD(groups, lr=optim.lr, weight_decay=optim.weight_decay, momentum=optim.momentum)
     raise UserError(f"Unknown optimizer {optim.name!r}; choose adamw, adam or sgd.")

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from simtool.data.images import decode_image
+from simtool.data.images import decode_crop, decode_image, image_size
 from simtool.errors import UserError
 
 FORMAT_VERSION = 2
@@ -162,6 +162,31 @@ class ImageStore:
             out[j] = self.decode(i)
         return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
+    def frame_size(self, index: int) -> tuple[int, int]:
+        """(width, height) of stored image ``index`` (header only)."""
+        try:
+            return image_size(self.encoded(index))
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._damaged(f"image {int(index)} cannot be decoded: {type(exc).__name__}") from None
+
+    def load_crops(self, indices, box_fn):
+        """uint8 (B, 3, size, size): for each image, the box ``box_fn(width, height)`` (relative
+        coordinates of the stored frame) decoded at reduced size where possible and resized."""
+        import torch
+
+        idx = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(idx), self.size, self.size, 3), dtype=np.uint8)
+        for j, i in enumerate(idx):
+            data = self.encoded(i)
+            try:
+                w, h = image_size(data)
+                out[j] = decode_crop(data, box_fn(w, h), self.size)
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad bytes
+                raise self._damaged(f"image {int(i)} cannot be decoded: {type(exc).__name__}") from None
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
     def cache_all(self, indices: np.ndarray, progress=None) -> None:
         """Decode ``indices`` once into memory; later :meth:`load` calls index the cache.
 
@@ -187,3 +212,137 @@ class ImageStore:
         state["_fh"] = None
         state["_pid"] = None
         return state
+
+
+# -- building: merging part stores, verifying -------------------------------------------------------
+# (added for ``build-data``: sharded/resumable builds write one store per part and merge them)
+
+_MERGE_BLOCK = 64 * 2**20
+
+
+def _read_index(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets int64 (N + 1), crc32 uint32 (N))`` of a store, validated; UserError if damaged."""
+    store = ImageStore(path, 1)
+    offsets, crc = store._offsets, store._crc
+    store._fh.close()
+    return offsets, crc
+
+
+def _image_ranges(offsets: np.ndarray, block: int = _MERGE_BLOCK):
+    """Consecutive image ranges ``(start, stop)`` whose bytes are at most ``block`` (at least one image)."""
+    n = len(offsets) - 1
+    start = 0
+    while start < n:
+        limit = offsets[start] + block
+        stop = int(np.searchsorted(offsets, limit, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        yield start, stop
+        start = stop
+
+
+def store_digest(path: str | Path) -> str:
+    """The content digest of a store (the same ``"sha256:<hex>"`` :meth:`ImageSpool.write_h5` returns)."""
+    import h5py
+
+    path = Path(path)
+    offsets, crc = _read_index(path)
+    digest = hashlib.sha256()
+    with h5py.File(path, "r") as fh:
+        data = fh[H5_BYTES]
+        for start, stop in _image_ranges(offsets):
+            buf = data[offsets[start] : offsets[stop]]
+            base = offsets[start]
+            for i in range(start, stop):
+                view = memoryview(buf[offsets[i] - base : offsets[i + 1] - base])
+                digest.update(int(offsets[i + 1] - offsets[i]).to_bytes(8, "little"))
+                digest.update(view)
+    return "sha256:" + digest.hexdigest()
+
+
+def merge_stores(parts: Sequence[str | Path], out: str | Path, progress=None) -> tuple[str, list[int]]:
+    """Concatenate the image stores ``parts`` (in order) into one new store ``out``.
+
+    Every image's checksum is verified on the way; memory stays flat in the number of bytes (one
+    block of at most 64 MiB at a time). Returns the content digest of the merged store (equal to the
+    one an :class:`ImageSpool` fed with the same images gives) and the index of every part's first
+    image in ``out``.
+    """
+    import h5py
+
+    out = Path(out)
+    indexes = [_read_index(Path(p)) for p in parts]
+    total = int(sum(int(o[-1]) for o, _ in indexes))
+    n_images = int(sum(len(c) for _, c in indexes))
+    starts: list[int] = []
+    digest = hashlib.sha256()
+    all_offsets = np.empty(n_images + 1, dtype=np.int64)
+    all_offsets[0] = 0
+    all_crc = np.empty(n_images, dtype=np.uint32)
+    done = 0
+    with h5py.File(out, "w") as dst:
+        dst.attrs["format_version"] = FORMAT_VERSION
+        target = dst.create_dataset(H5_BYTES, shape=(total,), dtype=np.uint8)
+        pos, k = 0, 0
+        for part, (offsets, crc) in zip(parts, indexes):
+            starts.append(k)
+            with h5py.File(part, "r") as src:
+                data = src[H5_BYTES]
+                for start, stop in _image_ranges(offsets):
+                    buf = data[offsets[start] : offsets[stop]]
+                    base = offsets[start]
+                    for i in range(start, stop):
+                        view = memoryview(buf[offsets[i] - base : offsets[i + 1] - base])
+                        if zlib.crc32(view) != int(crc[i]):
+                            raise UserError(f"The image store {part} is damaged (image {i} fails its checksum); delete that part and build it again.")
+                        digest.update(int(offsets[i + 1] - offsets[i]).to_bytes(8, "little"))
+                        digest.update(view)
+                    if len(buf):
+                        target[pos : pos + len(buf)] = buf
+                    pos += len(buf)
+                    done += stop - start
+                    if progress is not None:
+                        progress(done, n_images)
+            m = len(crc)
+            all_offsets[k + 1 : k + m + 1] = offsets[1:] - offsets[0] + all_offsets[k]
+            all_crc[k : k + m] = crc
+            k += m
+        dst.create_dataset(H5_OFFSETS, data=all_offsets)
+        dst.create_dataset(H5_CRC, data=all_crc)
+    return "sha256:" + digest.hexdigest(), starts
+
+
+def check_image_bytes(data: bytes | memoryview) -> str | None:
+    """None when ``data`` decodes completely as an image, else the reason it does not.
+
+    JPEGs are decoded in Pillow's draft mode at 1/8 scale: every entropy-coded block is still read,
+    so truncated and damaged files are caught, at a fraction of the cost of a full decode.
+    """
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as img:
+            if img.format == "JPEG":
+                img.draft(img.mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
+            img.load()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad bytes
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return f"cannot be decoded ({type(exc).__name__}{': ' + first if first else ''})"
+    return None
+
+
+def verify_store_range(path: str | Path, start: int, stop: int) -> list[tuple[int, str]]:
+    """Check images ``start:stop`` of a store (checksum and a complete decode): ``[(index, problem)]``."""
+    store = ImageStore(path, 1)
+    problems = []
+    for i in range(int(start), int(stop)):
+        try:
+            data = store.encoded(i)
+        except UserError as exc:
+            problems.append((i, str(exc)))
+            continue
+        why = check_image_bytes(data)
+        if why:
+            problems.append((i, f"image {i} {why}"))
+    return problems

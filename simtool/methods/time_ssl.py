@@ -1,15 +1,24 @@
 """Self-supervised object similarity from time and context (Aubret et al., ICDL 2024).
 
-Per step, ``batch_size`` anchor positions are drawn from this epoch's experience stream
-(:mod:`simtool.data.stream`); the positive of anchor position ``i`` is stream position
-``clamp(i + s)``, ``|s| <= rotation_range`` (contrast mode ``time``), the same frame (``classic``)
-or the stream neighbour with classic augmentations (``combined``). Losses, summed:
+The experience stream (:mod:`simtool.data.stream`) is built once per run from the training
+objects (``stream.redraw: per_epoch`` draws a new one every epoch); every epoch takes a fresh
+permutation of its positions as anchors, ``loop.batch_size`` of them per step over all processes.
+The positive of anchor position ``i`` is stream position ``clamp(i + s)``, ``|s| <= rotation_range``
+(contrast mode ``time``), the same frame (``classic``) or the stream neighbour with classic
+augmentations (``combined``); the classic presets train on the same stream frames as the time
+presets. Every image is a RandomResizedCrop of its stored frame (taken on the device when frames
+are stored at the training size, in the data loader from the encoded frame otherwise). Losses,
+summed:
 
 * ``classic`` module: NT-Xent between the ``time`` head outputs of anchors and positives;
 * ``labels`` module: NT-Xent between the ``label`` head outputs of the anchors and the learned
   embedding of their category label;
 * ``linear_eval`` module: cross-entropy of linear category and context probes on detached
-  backbone features (they measure, they do not shape the representation).
+  backbone features of the anchors (they measure, they do not shape the representation).
+
+Under torchrun the NT-Xent negatives are the embeddings of every process (gathered with
+gradients) and BatchNorm is synchronised, so N processes train as one process with the global
+batch would.
 """
 
 from __future__ import annotations
@@ -23,9 +32,10 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 
-from simtool.data.augment import BatchAugment, ClassicAugment
+from simtool.data.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, ClassicAugment, normalize
+from simtool.data.images import center_box, sample_crop_box
 from simtool.data.stream import build_stream, positive_positions
-from simtool.engine.distributed import DistInfo
+from simtool.engine.distributed import DistInfo, all_gather, convert_sync_batchnorm
 from simtool.engine.method import Method, StepInfo
 from simtool.engine.seed import numpy_rng, seed_worker, torch_generator
 from simtool.errors import UserError
@@ -48,7 +58,13 @@ Module = Literal["classic", "labels", "linear_eval"]
 class DataSpec(BaseDataSpec):
     rooms: str = Field("semantic", description="'semantic', 'random', or a room-assignment JSON file")
     image_size: int = Field(224, ge=16, le=1024)
-    subsample: float = Field(0.3, gt=0, le=1, description="fraction of training objects, category-balanced")
+    subsample: float = Field(0.3, gt=0, le=1, description="fraction of training objects kept (see subsample_mode)")
+    subsample_mode: Literal["balanced_draw", "per_category"] = Field(
+        "balanced_draw",
+        description="balanced_draw: int(subsample x N) draws with replacement, weights 1/(objects of the category), as the original; "
+        "per_category: ceil(subsample x n) objects of every category",
+    )
+    eval_crop: float = Field(0.875, gt=0, le=1, description="test transform: the central fraction of each side, resized (0.875 = the original's 224/256)")
     cache: Literal["auto", "memory", "none"] = "auto"
     num_workers: Union[int, Literal["auto"]] = "auto"
 
@@ -58,6 +74,7 @@ class StreamSpec(Spec):
     p_change_room: float = Field(0.1, ge=0, le=1)
     chunk_ratio_limit: float = Field(0.8, gt=0, le=1, description="stop the stream after this fraction of clips")
     rotation_range: int = Field(2, ge=0, description="positive = stream position i+s, |s| <= rotation_range")
+    redraw: Literal["once", "per_epoch"] = Field("once", description="once: one stream per run, as the original; per_epoch: a new stream every epoch")
 
 
 class AugmentSpec(Spec):
@@ -77,6 +94,7 @@ class AugmentSpec(Spec):
 class ContrastSpec(Spec):
     mode: Literal["time", "classic", "combined"] = "time"
     temperature: float = Field(0.1, gt=0)
+    global_negatives: bool = Field(True, description="under torchrun, gather every process's embeddings (with gradients) before NT-Xent")
     time_min_crop: float = Field(0.5, gt=0, le=1, description="RandomResizedCrop scale lower bound in time mode")
     augment: AugmentSpec = AugmentSpec()
 
@@ -91,6 +109,12 @@ class ModelSpec(Spec):
     head_hidden: int = Field(1024, ge=1)
     head_out: int = Field(512, ge=1)
     per_half: bool = Field(True, description="anchors and positives through BatchNorm separately")
+    sync_bn: bool = Field(True, description="under torchrun, BatchNorm statistics of the global batch")
+    zero_init_last: bool = Field(False, description="timm's zero init of each residual block's last BatchNorm (the original does not)")
+
+
+class ProbeSpec(Spec):
+    train_on: Literal["anchors", "both"] = Field("anchors", description="the online linear probes train on the anchor half (as the original) or on both halves")
 
 
 class TimeSSLSpec(CommonSpec):
@@ -103,6 +127,7 @@ class TimeSSLSpec(CommonSpec):
     contrast: ContrastSpec = ContrastSpec()
     labels: LabelsSpec = LabelsSpec()
     model: ModelSpec = ModelSpec()
+    probe: ProbeSpec = ProbeSpec()
 
     @field_validator("modules")
     @classmethod
@@ -125,48 +150,89 @@ class TimeSSLSpec(CommonSpec):
 # ---------------------------------------------------------------------------------------------
 
 
-def subsample_objects(objects: np.ndarray, categories: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Boolean mask (N,) keeping ``ceil(fraction * n)`` random objects of every category (at least one)."""
+def balanced_draw(object_category: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """The original's object subsample: ``int(fraction * n)`` draws **with replacement** among the
+    ``n`` objects, object o drawn with probability proportional to 1 / (number of objects of its
+    category), so every category is equally likely. Returns the sorted distinct drawn objects (an
+    object drawn twice is kept once, so fewer than ``fraction`` of the objects survive)."""
+    _, inverse, counts = np.unique(object_category, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse.reshape(-1)]
+    k = max(int(fraction * len(object_category)), 1)
+    return np.unique(rng.choice(len(object_category), size=k, replace=True, p=weights / weights.sum()))
+
+
+def subsample_objects(objects: np.ndarray, categories: np.ndarray, fraction: float, rng: np.random.Generator, mode: str = "balanced_draw") -> np.ndarray:
+    """Boolean mask (N,) of the rows whose object is kept for training.
+
+    ``balanced_draw``: :func:`balanced_draw`; every category must keep an object (the original
+    asserts it), a category left without one is one clear error. ``per_category``:
+    ``ceil(fraction * n)`` objects of every category, drawn without replacement (simtool's first
+    release). ``fraction >= 1`` keeps everything.
+    """
     if fraction >= 1:
         return np.ones(len(objects), dtype=bool)
-    keep: set[int] = set()
-    pairs = np.unique(np.stack([categories, objects], 1), axis=0)
-    for cat in np.unique(pairs[:, 0]):
-        objs = pairs[pairs[:, 0] == cat, 1]
-        k = max(1, int(np.ceil(fraction * len(objs))))
-        keep.update(int(o) for o in rng.choice(objs, size=k, replace=False))
-    return np.isin(objects, np.fromiter(keep, dtype=np.int64))
+    pairs = np.unique(np.stack([categories, objects], 1), axis=0)  # one row per object
+    if mode == "per_category":
+        keep: list[int] = []
+        for cat in np.unique(pairs[:, 0]):
+            objs = pairs[pairs[:, 0] == cat, 1]
+            k = max(1, int(np.ceil(fraction * len(objs))))
+            keep.extend(int(o) for o in rng.choice(objs, size=k, replace=False))
+        return np.isin(objects, np.asarray(keep, dtype=np.int64))
+    drawn = balanced_draw(pairs[:, 0], fraction, rng)
+    lost = sorted(set(pairs[:, 0].tolist()) - set(pairs[drawn, 0].tolist()))
+    if lost:
+        raise UserError(f"data.subsample={fraction} leaves category {lost[0]} without a training object ({len(lost)} categor{'y' if len(lost) == 1 else 'ies'} lost); raise data.subsample or use data.subsample_mode=per_category.")
+    return np.isin(objects, pairs[drawn, 1])
 
 
 @dataclass
 class PairBatch:
-    anchor: torch.Tensor  # uint8 (B, 3, S, S)
+    anchor: torch.Tensor  # uint8 (B, 3, S, S): whole stored frames (fast path) or crops already taken
     positive: torch.Tensor | None  # uint8 (B, 3, S, S) or None when no positive is needed
     category: torch.Tensor  # int64 (B,) of the anchors
     room: torch.Tensor  # int64 (B,)
     pos_category: torch.Tensor  # int64 (B,) of the positives
     pos_room: torch.Tensor
+    error: str | None = None  # a decoding problem met in a worker, raised in the main process
 
     def pin_memory(self) -> "PairBatch":
         """Called by the DataLoader when ``pin_memory=True`` (CUDA), so host→device copies overlap."""
-        return PairBatch(*(getattr(self, f.name).pin_memory() if getattr(self, f.name) is not None else None for f in fields(self)))
+        return PairBatch(*(v.pin_memory() if isinstance(v, torch.Tensor) else v for v in (getattr(self, f.name) for f in fields(self))))
 
 
 class _PairDataset(torch.utils.data.Dataset):
-    """Item k = the k-th batch of (anchor rows, positive rows); decoding happens here (in workers)."""
+    """Item k = the k-th batch of (anchor rows, positive rows); decoding happens here (in workers).
 
-    def __init__(self, batches: list[tuple[np.ndarray, np.ndarray | None]], store, image_index, category, room):
+    With ``crop`` (frames not already at the training size), every image is a RandomResizedCrop
+    of its stored frame, decoded at reduced size, drawn from a generator keyed by the batch.
+    """
+
+    def __init__(self, batches, store, image_index, category, room, crop: tuple | None, key: tuple):
         self.batches, self.store, self.image_index, self.category, self.room = batches, store, image_index, category, room
+        self.crop, self.key = crop, key
 
     def __len__(self) -> int:
         return len(self.batches)
 
+    def _images(self, rows: np.ndarray, rng) -> torch.Tensor:
+        if self.crop is None:
+            return self.store.load(self.image_index[rows])
+        scale, ratio = self.crop
+        return self.store.load_crops(self.image_index[rows], lambda w, h: sample_crop_box(w, h, scale, ratio, rng))
+
     def __getitem__(self, k: int) -> PairBatch:
-        a, p = self.batches[k]
+        step, a, p = self.batches[k]
         pos = p if p is not None else a
+        rng = numpy_rng(*self.key, step, 404)
+        try:
+            anchor = self._images(a, rng)
+            positive = self._images(pos, rng) if p is not None else None
+        except UserError as exc:  # DataLoader would wrap it in a traceback; hand the sentence over instead
+            return PairBatch(*(torch.zeros(0),) * 6, error=str(exc))
         return PairBatch(
-            anchor=self.store.load(self.image_index[a]),
-            positive=self.store.load(self.image_index[p]) if p is not None else None,
+            anchor=anchor,
+            positive=positive,
             category=torch.from_numpy(self.category[a]),
             room=torch.from_numpy(self.room[a]),
             pos_category=torch.from_numpy(self.category[pos]),
@@ -178,8 +244,14 @@ def _identity(x):
     return x
 
 
+def _gather(x: torch.Tensor, info, on: bool) -> torch.Tensor:
+    return all_gather(x, info) if on else x
+
+
 @register_method("time_ssl", TimeSSLSpec)
 class TimeSSL(Method):
+    """See the module docstring. Differences from the original code are listed in the README."""
+
     def __init__(self, spec: TimeSSLSpec, device: torch.device, dist: DistInfo, console: Console):
         self.spec, self.device, self.dist, self.console = spec, device, dist, console
         if spec.data.path is None:
@@ -193,16 +265,23 @@ class TimeSSL(Method):
         train = (ds.split == "train") & usable
         if not train.any():
             raise UserError(f"The dataset {ds.root} has no training frames in a room; check its split column and room assignment.")
-        keep = subsample_objects(ds.object, ds.category, spec.data.subsample, numpy_rng(spec.seed, 101))
-        self.train_rows = np.flatnonzero(train & keep)
+        train_rows = np.flatnonzero(train)  # the subsample is drawn among training objects only
+        keep = subsample_objects(ds.object[train_rows], ds.category[train_rows], spec.data.subsample, numpy_rng(spec.seed, 101), spec.data.subsample_mode)
+        self.train_rows = train_rows[keep]
         self.val_rows = np.flatnonzero((ds.split == "val") & usable)
-        self.store = ds.images(spec.data.image_size)
-        needed = np.concatenate([self.train_rows, self.val_rows])
+        size = spec.data.image_size
+        self.store = ds.images(size)
+        # Fast path: frames already square at the training size (the toy world) are decoded once
+        # and cropped on the device; otherwise every crop is taken from the stored frame in a worker.
+        probe_rows = self.train_rows[:: max(1, len(self.train_rows) // 16)][:16]
+        self.whole_frames = all(self.store.frame_size(i) == (size, size) for i in ds.index[probe_rows])
         cache = spec.data.cache
         if cache == "auto":
-            cache = "memory" if self.store.nbytes_decoded(len(needed)) <= CACHE_LIMIT_BYTES else "none"
+            cache = "memory" if self.whole_frames and self.store.nbytes_decoded(len(self.train_rows)) <= CACHE_LIMIT_BYTES else "none"
         if cache == "memory":
-            self.store.cache_all(ds.index[needed])
+            if not self.whole_frames:
+                raise UserError(f"data.cache=memory needs frames stored at the training size ({size}x{size}); these are larger: use data.cache=none (crops are then taken from the stored frames).")
+            self.store.cache_all(ds.index[self.train_rows])
         workers = spec.data.num_workers
         self.num_workers = 0 if self.store.cached else (min(8, max(1, (torch.get_num_threads() or 2) // 2)) if workers == "auto" else int(workers))
 
@@ -219,43 +298,57 @@ class TimeSSL(Method):
             pretrained=spec.model.pretrained,
             head_hidden=spec.model.head_hidden,
             head_out=spec.model.head_out,
+            zero_init_last=spec.model.zero_init_last,
         )
+        if dist.enabled and spec.model.sync_bn:
+            self.model = convert_sync_batchnorm(self.model)
         self.time_loss = create_loss("ntxent", temperature=spec.contrast.temperature)
         self.label_loss = create_loss("ntxent", temperature=spec.labels.temperature)
-        size = spec.data.image_size
         mode = spec.contrast.mode
+        crop_on_device = self.store.cached or self.whole_frames
         if mode == "time":
-            self.aug = BatchAugment(size, "crop", min_crop=spec.contrast.time_min_crop)
+            min_crop = spec.contrast.time_min_crop
+            self.aug = BatchAugment(size, "crop", min_crop=min_crop, crop=crop_on_device)
         else:
-            self.aug = BatchAugment(size, "classic", ClassicAugment(**spec.contrast.augment.model_dump()))
-        self.eval_aug = BatchAugment(size, "eval")
+            min_crop = spec.contrast.augment.min_crop
+            self.aug = BatchAugment(size, "classic", ClassicAugment(**spec.contrast.augment.model_dump()), crop=crop_on_device)
+        self.worker_crop = None if crop_on_device else ((min_crop, 1.0), (3 / 4, 4 / 3))
         self.need_positive = self.use_time
         self.positive_from_stream = mode in ("time", "combined")
-        B, W = spec.loop.batch_size, dist.world_size
-        # Epoch length is fixed from the first epoch's stream so every epoch has the same number of steps.
+        self.per_device = spec.loop.batch_size_per_device or spec.loop.batch_size
+        # Every epoch has the same number of steps, fixed by the first epoch's stream.
+        self._streams: dict[int, object] = {}
         first = self._stream(0)
-        self._steps = len(first) // (B * W)
+        self._steps = len(first) // (self.per_device * dist.world_size)
 
     # -- data ---------------------------------------------------------------------------------
     def _stream(self, epoch: int):
+        """The experience stream: one per run (default, as the original) or one per epoch."""
         s = self.spec.stream
-        rows = self.train_rows
-        return build_stream(
-            self.ds.object[rows], self.ds.frame[rows], self.room[rows],
-            crop_number=s.crop_number, p_change_room=s.p_change_room, chunk_ratio_limit=s.chunk_ratio_limit,
-            rng=numpy_rng(self.spec.seed, epoch, 202),
-        )
+        key = epoch if s.redraw == "per_epoch" else 0
+        if key not in self._streams:
+            rows = self.train_rows
+            self._streams = {key: build_stream(
+                self.ds.object[rows], self.ds.frame[rows], self.room[rows],
+                crop_number=s.crop_number, p_change_room=s.p_change_room, chunk_ratio_limit=s.chunk_ratio_limit,
+                rng=numpy_rng(self.spec.seed, key, 202),
+            )}
+        return self._streams[key]
 
     def steps_per_epoch(self) -> int:
         return self._steps
 
     @property
     def images_per_step(self) -> int:
-        return self.spec.loop.batch_size * (2 if self.need_positive else 1)
+        return self.per_device * (2 if self.need_positive else 1)
 
     def epoch_plan(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """This rank's (anchor rows, positive rows) for every step of ``epoch``; deterministic."""
-        B, W, rank = self.spec.loop.batch_size, self.dist.world_size, self.dist.rank
+        """This rank's (anchor rows, positive rows) for every step of ``epoch``; deterministic.
+
+        Anchors are a fresh permutation of the stream's positions every epoch; the global batch of
+        a step is the concatenation of the ranks' batches in rank order.
+        """
+        B, W, rank = self.per_device, self.dist.world_size, self.dist.rank
         stream = self._stream(epoch)
         rng = numpy_rng(self.spec.seed, epoch, 303)
         needed = self._steps * B * W
@@ -277,24 +370,36 @@ class TimeSSL(Method):
         return plan
 
     def batches(self, epoch: int, start_step: int) -> Iterator[PairBatch]:
-        plan = self.epoch_plan(epoch)[start_step:]
-        dataset = _PairDataset(plan, self.store, self.ds.index, self.ds.category, self.room)
+        plan = [(start_step + k, a, p) for k, (a, p) in enumerate(self.epoch_plan(epoch)[start_step:])]
+        dataset = _PairDataset(plan, self.store, self.ds.index, self.ds.category, self.room, self.worker_crop,
+                               (self.spec.seed, epoch, self.dist.rank))
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_identity,
             worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda", persistent_workers=False,
         )
-        yield from loader
+        for batch in loader:
+            if batch.error:
+                raise UserError(batch.error)
+            yield batch
 
     # -- training -----------------------------------------------------------------------------
     def training_step(self, model, batch: PairBatch, info: StepInfo):
-        spec = self.spec
-        gen = torch_generator(spec.seed, info.epoch, info.step, info.dist.rank)
+        gen = torch_generator(self.spec.seed, info.epoch, info.step, info.dist.rank)
         dev = info.device
         xa = self.aug(batch.anchor.to(dev, non_blocking=True), gen)
-        category = batch.category.to(dev)
+        xp = self.aug(batch.positive.to(dev, non_blocking=True), gen) if self.need_positive else None
+        return self.loss(model, xa, xp, batch.category.to(dev), batch.room.to(dev), batch.pos_category.to(dev), batch.pos_room.to(dev), info)
+
+    def loss(self, model, xa, xp, category, room, pos_category, pos_room, info):
+        """Loss of augmented anchors ``xa`` and positives ``xp`` (B, 3, S, S) of this process.
+
+        NT-Xent negatives come from the global batch (every process's embeddings, gathered with
+        gradients) unless ``contrast.global_negatives`` is off; BatchNorm statistics are per half
+        and, under torchrun with ``model.sync_bn``, of the global half-batch.
+        """
+        spec = self.spec
         B = xa.shape[0]
-        if self.need_positive:
-            xp = self.aug(batch.positive.to(dev, non_blocking=True), gen)
+        if xp is not None:
             x = torch.cat([xa, xp])
             halves = 2 if spec.model.per_half else 1
         else:
@@ -302,24 +407,26 @@ class TimeSSL(Method):
         out = model(x, halves=halves, categories=category if self.use_labels else None, probes=self.use_probes)
         loss = x.new_zeros(())
         logs: dict[str, float] = {}
+        glob = spec.contrast.global_negatives
         if self.use_time:
             z = out["time.out"]
-            l_time = self.time_loss(z[:B], z[B:])
+            l_time = self.time_loss(_gather(z[:B], info.dist, glob), _gather(z[B:], info.dist, glob))
             loss = loss + l_time
             logs["loss/time"] = float(l_time.detach())
         if self.use_labels:
-            l_lab = self.label_loss(out["label.out"][:B], out["label.embed"])
+            l_lab = self.label_loss(_gather(out["label.out"][:B], info.dist, glob), _gather(out["label.embed"], info.dist, glob))
             loss = loss + l_lab
             logs["loss/labels"] = float(l_lab.detach())
         if self.use_probes:
-            n = out["probe.category"].shape[0]
-            cat_t = torch.cat([category, batch.pos_category.to(dev)])[:n]
-            room_t = torch.cat([batch.room.to(dev), batch.pos_room.to(dev)])[:n]
-            l_cat = F.cross_entropy(out["probe.category"].float(), cat_t)
-            l_room = F.cross_entropy(out["probe.context"].float(), room_t)
+            n = B if spec.probe.train_on == "anchors" else out["probe.category"].shape[0]
+            cat_t = torch.cat([category, pos_category])[:n]
+            room_t = torch.cat([room, pos_room])[:n]
+            logits_c, logits_r = out["probe.category"][:n].float(), out["probe.context"][:n].float()
+            l_cat = F.cross_entropy(logits_c, cat_t)
+            l_room = F.cross_entropy(logits_r, room_t)
             loss = loss + l_cat + l_room
-            logs["probe/category_acc"] = float((out["probe.category"].argmax(1) == cat_t).float().mean())
-            logs["probe/context_acc"] = float((out["probe.context"].argmax(1) == room_t).float().mean())
+            logs["probe/category_acc"] = float((logits_c.argmax(1) == cat_t).float().mean())
+            logs["probe/context_acc"] = float((logits_r.argmax(1) == room_t).float().mean())
         return loss, logs
 
     @torch.no_grad()
@@ -328,9 +435,10 @@ class TimeSSL(Method):
             return {}
         model.eval()
         correct_c = correct_r = 0
+        box = center_box(self.spec.data.eval_crop)
         for start in range(0, len(self.val_rows), 256):
             rows = self.val_rows[start : start + 256]
-            x = self.eval_aug(self.store.load(self.ds.index[rows]).to(device))
+            x = normalize(self.store.load_crops(self.ds.index[rows], lambda w, h: box).to(device))
             out = model(x, layers=("backbone",), probes=True)
             correct_c += int((out["probe.category"].argmax(1).cpu() == torch.from_numpy(self.ds.category[rows])).sum())
             correct_r += int((out["probe.context"].argmax(1).cpu() == torch.from_numpy(self.room[rows])).sum())
@@ -339,7 +447,8 @@ class TimeSSL(Method):
 
     def card(self) -> dict:
         return {
-            "input": {"image_size": self.spec.data.image_size, "transform": "center_crop", "crop_frac": 1.0, "normalize": "imagenet"},
+            "input": {"image_size": self.spec.data.image_size, "transform": "center_crop", "crop_frac": self.spec.data.eval_crop,
+                      "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
             "dataset": self.ds.ref(),
             "context": {"rooms": self.spec.data.rooms, "room_names": list(self.room_names)},
         }

@@ -31,21 +31,25 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def create_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
+def create_backbone(name: str, pretrained: bool | str = False, zero_init_last: bool | None = None) -> nn.Module:
     """A timm model without its classifier (``num_classes=0``); ``.num_features`` is its output width.
 
     ``pretrained``: ``False`` (random init), ``True`` (timm's weights, needs a download) or a path to
-    a ``.safetensors``/``.pth`` file whose keys match the timm model.
+    a ``.safetensors``/``.pth`` file whose keys match the timm model. ``zero_init_last`` (ResNet
+    family only; ``None`` = timm's default, True): zero-initialise the last BatchNorm of every
+    residual block. The torchvision-style ResNet of the ICDL code does not (``False``).
     """
     import timm
+    from timm.models import is_model_in_modules
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         hint = f" Similar names: {', '.join(close)}." if close else ""
         raise UserError(f"Unknown backbone {name!r} for model.backbone; use any timm model name (see timm.list_models()).{hint}")
     use_timm = pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "true")
+    extra = {"zero_init_last": bool(zero_init_last)} if zero_init_last is not None and is_model_in_modules(name, ["resnet"]) else {}
     try:
-        model = timm.create_model(name, pretrained=use_timm, num_classes=0)
+        model = timm.create_model(name, pretrained=use_timm, num_classes=0, **extra)
     except Exception as exc:  # noqa: BLE001 - download failures come in many types
         if use_timm:
             raise UserError(

@@ -30,9 +30,10 @@ class TimeContextModel(nn.Module):
         pretrained: bool | str = False,
         head_hidden: int = 1024,
         head_out: int = 512,
+        zero_init_last: bool | None = None,
     ):
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, zero_init_last)
         dim = int(self.backbone.num_features)
         self.n_categories = n_categories
         self.heads = nn.ModuleDict()
