@@ -520,6 +520,14 @@ class ToyWorld:
         frame: int64 (N,) turntable frame index in 0..frames_per_object-1.
         category_names: length-C list, the shape family of each category.
         room_of_category: int64 (C,) room of each category (``c // categories_per_room``).
+        objects: the generating parameters of every object (index = global object id), as drawn
+            for rendering: ``category`` int64 (O,) its shape family; ``proportions`` float64
+            (O, 4), the factors (0.7..1.3) that scale the family's default proportion parameters,
+            NaN-padded past the family's own count; ``stretch`` (O, 3), the anisotropic scale per
+            axis (0.85..1.15); ``hue`` (O,) in turns [0, 1); ``saturation`` and ``value`` (O,); ``texture``
+            int64 (O,) an index into :data:`TEXTURES`; ``n_params`` int64 (O,) the family's count of
+            proportion parameters. (The toy triplets' latent similarity is defined on these, see
+            :mod:`simtool.data.toy_triplets`.)
     """
 
     images: np.ndarray
@@ -528,6 +536,7 @@ class ToyWorld:
     frame: np.ndarray
     category_names: list[str]
     room_of_category: np.ndarray
+    objects: Optional[dict] = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -535,6 +544,8 @@ class ToyWorld:
 # ----------------------------------------------------------------------------------------------
 
 _TEXTURES = ("plain", "stripes", "checker", "dots", "gradient")
+TEXTURES = _TEXTURES
+_MAX_PARAMS = 4  # the most proportion parameters of any family
 
 
 def _hsv(h: float, s: float, v: float) -> list[float]:
@@ -555,10 +566,11 @@ def _sample_objects(rng: np.random.Generator, fam: _Family, n: int, family_hue: 
     n_par = len(fam.params)
     rows: dict[str, list] = {k: [] for k in
                              ("params", "stretch", "tilt", "phase", "base", "second",
-                              "texture", "freq", "axis", "offset")}
+                              "texture", "freq", "axis", "offset", "scale", "hue", "saturation", "value")}
     for _ in range(n):
-        rows["params"].append(np.asarray(fam.params) *
-                              rng.uniform(1 - _PARAM_JITTER, 1 + _PARAM_JITTER, n_par))
+        scale = rng.uniform(1 - _PARAM_JITTER, 1 + _PARAM_JITTER, n_par)
+        rows["params"].append(np.asarray(fam.params) * scale)
+        rows["scale"].append(scale)
         while True:  # keep the horizontal cross-section visibly anisotropic
             stretch = rng.uniform(1 - _ANISO_JITTER, 1 + _ANISO_JITTER, 3)
             if abs(stretch[0] / stretch[2] - 1.0) >= _MIN_ANISO:
@@ -572,6 +584,9 @@ def _sample_objects(rng: np.random.Generator, fam: _Family, n: int, family_hue: 
         hue, sat, val = rng.uniform(), rng.uniform(0.35, 0.95), rng.uniform(0.55, 1.0)
         if hue_spread < 1.0:
             hue = family_hue + (hue - 0.5) * hue_spread
+        rows["hue"].append(hue % 1.0)
+        rows["saturation"].append(sat)
+        rows["value"].append(val)
         rows["base"].append(_hsv(hue, sat, val))
         rows["second"].append(_hsv(hue + rng.uniform(0.25, 0.75), rng.uniform(0.1, 0.9),
                                    rng.uniform(0.3, 1.0)))
@@ -585,7 +600,29 @@ def _sample_objects(rng: np.random.Generator, fam: _Family, n: int, family_hue: 
         rows["offset"].append(rng.uniform(0.0, 1.0, 3))
     out = {k: np.asarray(v) for k, v in rows.items()}
     out["params"] = out["params"].reshape(n, n_par)
+    out["scale"] = out["scale"].reshape(n, n_par)
     return out
+
+
+def _object_parameters(objects: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The generating parameters of every object (see :class:`ToyWorld`), categories in order."""
+    n_total = sum(len(o["hue"]) for o in objects)
+    props = np.full((n_total, _MAX_PARAMS), np.nan)
+    out: dict[str, list] = {"category": [], "n_params": []}
+    row = 0
+    for c, o in enumerate(objects):
+        n, n_par = o["scale"].shape
+        props[row:row + n, :n_par] = o["scale"]
+        out["category"].append(np.full(n, c, dtype=np.int64))
+        out["n_params"].append(np.full(n, n_par, dtype=np.int64))
+        row += n
+    res = {k: np.concatenate(v) for k, v in out.items()}
+    res["proportions"] = props
+    res["stretch"] = np.concatenate([o["stretch"] for o in objects]).astype(np.float64)
+    for k in ("hue", "saturation", "value"):
+        res[k] = np.concatenate([o[k] for o in objects]).astype(np.float64)
+    res["texture"] = np.concatenate([o["texture"] for o in objects]).astype(np.int64)
+    return res
 
 
 def _fit_objects(fam: _Family, params: Tensor, stretch: Tensor, tilt: Tensor) -> dict[str, Tensor]:
@@ -919,7 +956,8 @@ def render_toyworld(spec: WorldParams, seed: int,
         torch.set_num_threads(threads)
 
     return ToyWorld(images=images, category=category, object=obj_ids, frame=frame,
-                    category_names=names, room_of_category=room_of_category)
+                    category_names=names, room_of_category=room_of_category,
+                    objects=_object_parameters(objects))
 
 
 def _render_frames(fam: _Family, table: dict[str, Tensor], frame_obj: Tensor, frame_yaw: Tensor,

@@ -1,4 +1,13 @@
-"""``build-data --format toyworld``: render the procedural toy world into a dataset directory."""
+"""``build-data --format toyworld``: render the procedural toy world into a dataset directory.
+
+Besides the video dataset (the frames, rooms and splits), the directory holds ``triplets/``, a
+complete ``triplets`` dataset over the same objects: one item per object (id = the video's object
+name, class = its category, split = its split), every frame of the object as the item's images
+(``item_images.parquet``, the same encoded bytes), and simulated odd-one-out and directed judgements
+drawn by a noisy observer from a documented latent similarity of the objects' generating parameters
+(:mod:`simtool.data.toy_triplets`). Its card names the ``toyworld`` profile. The video dataset's rows,
+images and fingerprint are what they were without it.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +22,47 @@ from simtool.data.images import encode_image
 from simtool.data.rooms import random_room_assignment
 from simtool.data.splits import split_by_object
 from simtool.errors import UserError
-from simtool.formats.dataset_dir import DatasetWriter
+from simtool.formats.dataset_dir import IMAGES, ITEM_IMAGES, ITEMS, SPLITS, TRIPLETS, DatasetWriter, write_tables
+from simtool.formats.image_store import ImageSpool
 
 ROOM_NAMES = ["kitchen", "garage", "garden", "bathroom", "office", "bedroom", "attic", "workshop"]
 PROFILE = "toyworld"
+TRIPLETS_DIR = "triplets"  # the toy triplets dataset inside a toy world's directory
+
+
+def _write_triplets(root: Path, world, spec, split_of: dict, encoded: ImageSpool) -> dict:
+    """Write the toy triplets dataset into ``root`` (see the module docstring); returns its card."""
+    import pyarrow as pa
+
+    from simtool.data import toy_triplets
+
+    n_obj = len(world.objects["category"])
+    obj_split = np.array([split_of[o] for o in range(n_obj)])
+    trip, kind, split = toy_triplets.simulate(world.objects, obj_split, spec.seed)
+    first = np.flatnonzero(world.frame == 0)
+    items = {"item": np.arange(n_obj), "id": [f"obj{o:05d}" for o in range(n_obj)],
+             "name": [world.category_names[int(c)] for c in world.objects["category"]], "index": first[np.argsort(world.object[first])],
+             "split": obj_split.tolist(), "class": world.objects["category"]}
+    tables = {
+        ITEMS: pa.table(items),
+        TRIPLETS: pa.table({"a": trip[:, 0], "b": trip[:, 1], "c": trip[:, 2], "kind": kind.tolist(), "split": split.tolist()}),
+        ITEM_IMAGES: pa.table({"item": world.object, "index": np.arange(len(world.object)), "path": [""] * len(world.object)}),
+    }
+    digest = encoded.write_h5(root / IMAGES)
+    counts = {"items": n_obj, "items_with_image": n_obj, "images": len(world.object), "triplets": int(len(trip))}
+    counts.update({f"{s}_triplets": int((split == s).sum()) for s in SPLITS})
+    counts.update({f"{s}_items": int((obj_split == s).sum()) for s in SPLITS})
+    counts.update({f"{k}_triplets": int((kind == k).sum()) for k in ("odd-one-out", "directed")})
+    card = {"name": f"toyworld-seed{spec.seed}-triplets", "profile": PROFILE, "counts": counts, "split_by": "item", "triplet_kind": "mixed",
+            "class_names": list(world.category_names),
+            "latent": {"weights": toy_triplets.WEIGHTS, "hue_width": toy_triplets.HUE_WIDTH, "proportion_width": toy_triplets.PROPORTION_WIDTH,
+                       "observer_tau": toy_triplets.OBSERVER_TAU, "per_object": toy_triplets.PER_OBJECT, "definition": "simtool.data.toy_triplets"},
+            "built_by": {"command": "build-data", "format": "toyworld", "spec": spec.to_dict(), "part": TRIPLETS_DIR}}
+    return write_tables(root, "triplets", tables, digest, card)
 
 
 @register_builder("toyworld")
-def build_toyworld(spec, progress: Callable[[int, int], None] | None = None) -> dict:
+def build_toyworld(spec, progress: Callable[..., None] | None = None, ctx=None) -> dict:
     """Render the toy world of ``spec.toyworld`` (seed ``spec.seed``) and write it to ``spec.out``."""
     from simtool.data.toyworld import render_toyworld
 
@@ -35,10 +77,14 @@ def build_toyworld(spec, progress: Callable[[int, int], None] | None = None) -> 
     semantic = {ROOM_NAMES[r]: [int(c) for c in np.flatnonzero(world.room_of_category == r)] for r in range(tw.n_rooms)}
     random = random_room_assignment(semantic, np.random.default_rng([spec.seed, 2]))
     with DatasetWriter(Path(spec.out), name=f"toyworld-seed{spec.seed}", profile=PROFILE) as writer:
+        (writer.tmp / TRIPLETS_DIR).mkdir()
+        spool = ImageSpool(writer.tmp / TRIPLETS_DIR / ".images.raw")
         for i in range(len(world.images)):
             obj = int(world.object[i])
+            data = encode_image(world.images[i], tw.image_format)
+            spool.add(data)
             writer.add(
-                encode_image(world.images[i], tw.image_format),
+                data,
                 category=int(world.category[i]),
                 obj=f"obj{obj:05d}",
                 frame=int(world.frame[i]),
@@ -46,6 +92,7 @@ def build_toyworld(spec, progress: Callable[[int, int], None] | None = None) -> 
                 split=split_of[obj],
                 partition="toyworld",
             )
+        _write_triplets(writer.tmp / TRIPLETS_DIR, world, spec, split_of, spool)
         writer.write(
             world.category_names,
             rooms={"semantic": semantic, "random": random},
