@@ -67,5 +67,20 @@ def create_loss(name: str, **kwargs) -> nn.Module:
 
 # The built-in losses register themselves on import.
 from simtool.losses.ntxent import NTXentLoss, nt_xent  # noqa: E402
+from simtool.losses import (  # noqa: E402, F401 - triplet-label (labelled) and teacher-student (relational) losses
+    double_contrastive,
+    double_margin,
+    double_multisimilarity,
+    mtt,
+    relaxed_contrastive,
+    relaxed_facenet,
+    relaxed_infonce,
+    relaxed_multisimilarity,
+    relaxed_triplet,
+    rkd,
+    ste,
+    stmr,
+    triplet,
+)
 
 __all__ = ["CONVENTIONS", "LOSSES", "register_loss", "create_loss", "NTXentLoss", "nt_xent"]

@@ -63,6 +63,7 @@ def registry_version() -> int:
 def load_builtin() -> None:
     """Import the built-in methods so they register themselves."""
     from simtool.methods import time_ssl  # noqa: F401
+    from simtool.methods import direct, distill, teacher  # noqa: F401 - the triplet-label route
 
 
 def get_method(name: str) -> MethodEntry:

@@ -49,6 +49,7 @@ def register_model(name: str, build_only: tuple[str, ...] = ("pretrained",)):
 
 def load_builtin() -> None:
     from simtool.models import time_context  # noqa: F401 - registers itself
+    from simtool.models import psycho, student  # noqa: F401 - triplet route: teacher and image student
 
 
 def _entry(name: str) -> ModelEntry:

@@ -1,0 +1,106 @@
+"""STMR: soft triplet margin regression (the ``stmr`` loss of Dondera, 2024).
+
+Reference: R. Dondera, "Towards Learning Image Similarity from General Triplet Labels", CVPR 2024
+workshops (``*_se_stmr``; most likely the paper's own proposal).
+
+Convention ``relational`` (:class:`~simtool.losses.common.RelationalLoss`): ``student (B, E)``,
+``teacher (B, R, D_t)``. With student margins ``T[a, p, n] = D_an - D_ap`` and mean-teacher margins
+``Tbar`` (from ``Dbar = mean_r D^r``), for every triple::
+
+    alpha = sigmoid(Tbar / beta)                       teacher confidence that n is farther than p
+    x     = tau (Tbar - T) - Tbar / beta               (= tau (Tbar - T + gamma), gamma = log(1/alpha - 1) / tau)
+    l     = ( alpha softplus(x) + (1 - alpha) softplus(-x) ) / tau = ( softplus(x) - (1 - alpha) x ) / tau
+    L     = mean of l over the (a, p, n) with a, p, n distinct
+
+``dl/dT = 0`` exactly at ``T = Tbar``: the student's margin is regressed onto the teachers' mean
+margin, under-shooting a confident margin costing more than over-shooting it. Defaults
+``tau = 5``, ``beta = 0.5``. ``keep_degenerate=True`` averages over all ``B^3`` triples (the
+original); ``miner: relaxed_sampling_matters`` averages over the mined triples instead (0 if none).
+``softplus`` is the stable one: the original's ``log(clip(1 + e^x, 1e-12, 1e12))`` saturated (zero
+gradient) for ``x > 27.6``. Computed chunk by chunk over anchors (memory ``O(chunk * B^2)``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from simtool.losses import register_loss
+from simtool.losses.common import (
+    RelationalLoss,
+    auto_chunk,
+    check_chunk,
+    chunked_sum,
+    margins,
+    n_triples,
+    positive,
+    relational_geometry,
+    triple_mask,
+)
+from simtool.losses.miners import create_miner
+
+__all__ = ["STMRLoss", "stmr_terms"]
+
+
+def stmr_terms(t_student: Tensor, t_teacher: Tensor, tau: float, beta: float) -> Tensor:
+    """Elementwise STMR loss of student margins ``t_student`` given teacher margins ``t_teacher``."""
+    alpha = torch.sigmoid(t_teacher / beta)
+    x = tau * (t_teacher - t_student) - t_teacher / beta
+    return (F.softplus(x) - (1.0 - alpha) * x) / tau
+
+
+@register_loss("stmr")
+class STMRLoss(RelationalLoss):
+    """Regress every student triplet margin onto the teachers' mean margin (asymmetric soft hinge).
+
+    Args:
+        tau: sharpness ``> 0`` (5).
+        beta: teacher-confidence scale ``> 0`` (0.5).
+        miner: ``None`` (all triples) or ``"relaxed_sampling_matters"``.
+        miner_options: options of the miner.
+        keep_degenerate: keep triples with repeated indices (the original's choice). With a miner,
+            the miner's ``exclude_degenerate`` decides which triples can be drawn.
+        chunk: anchors per chunk (default: about 8 MiB per ``(chunk, B, B)`` tensor).
+    """
+
+    name = "stmr"
+
+    def __init__(
+        self,
+        tau: float = 5.0,
+        beta: float = 0.5,
+        miner: str | None = None,
+        miner_options: dict | None = None,
+        keep_degenerate: bool = False,
+        chunk: int | None = None,
+    ):
+        super().__init__(keep_degenerate)
+        self.tau = positive("tau", tau, "stmr")
+        self.beta = positive("beta", beta, "stmr")
+        self.miner = create_miner(miner, miner_options)
+        self.chunk = check_chunk(chunk, "stmr")
+
+    def forward(self, student: Tensor, teacher: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        with torch.autocast(device_type=student.device.type, enabled=False):
+            student, d, _, dbar = relational_geometry(student, teacher)
+            b = student.shape[0]
+            if self.miner is not None:
+                a, p, n = self.miner(d, dbar, student.shape[1], generator)
+                if a.numel() == 0:
+                    return (student * 0.0).sum()
+                return stmr_terms(d[a, n] - d[a, p], dbar[a, n] - dbar[a, p], self.tau, self.beta).mean()
+            count = n_triples(b, self.keep_degenerate)
+            if count == 0:
+                return (student * 0.0).sum()
+
+            def chunk_sum(a0: int, a1: int, dd: Tensor) -> Tensor:
+                terms = stmr_terms(margins(dd, a0, a1), margins(dbar, a0, a1), self.tau, self.beta)
+                if not self.keep_degenerate:
+                    terms = terms * triple_mask(a0, a1, b, dd.device)
+                return terms.sum()
+
+            return chunked_sum(chunk_sum, d, self.chunk or auto_chunk(b, 6)) / count
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, beta={self.beta}, miner={self.miner}, keep_degenerate={self.keep_degenerate}"

@@ -1,0 +1,48 @@
+"""Triplet margin loss on labelled triplets (the ``triplet`` loss of Dondera, 2024).
+
+Reference: F. Schroff, D. Kalenichenko, J. Philbin, "FaceNet", CVPR 2015 (the margin loss);
+R. Dondera, "Towards Learning Image Similarity from General Triplet Labels", CVPR 2024 workshops
+(``*_d_trip``, ``*_p_trip``).
+
+Per triplet, with Euclidean distances ``d01, d02, d12`` (convention ``labelled``, see
+:class:`~simtool.losses.common.LabelledLoss` for shapes)::
+
+    directed     l = relu(d01 - d02 + m)
+    odd-one-out  l = ( relu(d01 - d02 + m) + relu(d01 - d12 + m) ) / 2
+
+Mean over the triplets (summed over repetitions). Default ``margin = 0.2`` (image models); the
+paper's teachers use 0.5.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from simtool.losses import register_loss
+from simtool.losses.common import LabelledLoss, TripletGeometry, positive
+
+__all__ = ["TripletMarginLoss"]
+
+
+@register_loss("triplet")
+class TripletMarginLoss(LabelledLoss):
+    """``relu(d(closer) - d(farther) + margin)``; odd-one-out averages the two pair-vs-odd terms.
+
+    Args:
+        margin: ``m >= 0`` (0.2 for image models, 0.5 for psycho teachers).
+    """
+
+    name = "triplet"
+
+    def __init__(self, margin: float = 0.2):
+        super().__init__()
+        self.margin = positive("margin", margin, "triplet", allow_zero=True)
+
+    def directed(self, g: TripletGeometry) -> Tensor:
+        return (g.d01 - g.d02 + self.margin).relu()
+
+    def odd_one_out(self, g: TripletGeometry) -> Tensor:
+        return 0.5 * ((g.d01 - g.d02 + self.margin).relu() + (g.d01 - g.d12 + self.margin).relu())
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"

@@ -1,0 +1,143 @@
+"""The direct route: an image network trained on the triplet labels themselves (the ``*_d_*`` configs).
+
+Reference: R. Dondera, "Towards Learning Image Similarity from General Triplet Labels", CVPR 2024
+workshops: the baseline the teachers beat. Every step takes ``loop.batch_size`` labelled triplets
+(the paper's batch 249 = 83 triplets), one image per member (a random one of the item's images when
+it has several, as the paper's image triplets sampled from class triplets), embeds the ``3 x T``
+images with the student network (:class:`~simtool.models.student.StudentModel`) and applies a
+labelled loss (``ste``, ``triplet``, ``double_margin``, ``double_contrastive``,
+``double_multisimilarity``) to the triplets, directed or odd-one-out as the dataset says.
+
+Validation (see :func:`~simtool.methods.triplet_common.select_triplets`; never the test split):
+``val/accuracy``, the fraction of correct validation triplets, an item being the mean embedding of
+its images. ``checkpoint.best: val/accuracy`` keeps the best epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+from pydantic import model_validator
+from rich.console import Console
+
+from simtool.engine.distributed import DistInfo
+from simtool.engine.method import Method, StepInfo
+from simtool.engine.seed import numpy_rng
+from simtool.errors import UserError
+from simtool.formats.dataset_dir import Dataset
+from simtool.methods import register_method
+from simtool.methods.distill import ImageRows, StudentSpec, item_means
+from simtool.methods.image_batches import AugmentSpec, ImageDataSpec, ImagePipeline, embed_images
+from simtool.methods.triplet_common import LossSpec, TripletSplitSpec, check_loss, labelled_loss, select_triplets, single_kind, triplet_scores
+from simtool.models import create_model
+from simtool.specs.common import BaseDataSpec, CommonSpec
+
+
+class DirectDataSpec(BaseDataSpec, ImageDataSpec, TripletSplitSpec):
+    """A ``triplets`` dataset with item images and which of its triplets train and validate."""
+
+
+class DirectSpec(CommonSpec):
+    """Train spec of the direct route (an image network on the triplet labels)."""
+
+    method: Literal["direct"] = "direct"
+    data: DirectDataSpec = DirectDataSpec()
+    model: StudentSpec = StudentSpec()
+    loss: LossSpec = LossSpec(name="ste", options={"tau": 0.005})
+    augment: AugmentSpec = AugmentSpec()
+
+    @model_validator(mode="after")
+    def _loss(self) -> "DirectSpec":
+        check_loss(self.loss, "labelled")
+        return self
+
+
+@register_method("direct", DirectSpec)
+class Direct(Method):
+    """See the module docstring."""
+
+    default_dataset = "triplets"
+
+    def __init__(self, spec: DirectSpec, device: torch.device, dist: DistInfo, console: Console):
+        self.spec, self.device, self.dist = spec, device, dist
+        if spec.data.path is None:
+            raise UserError("No dataset: pass --data DIR (a triplets dataset with images).")
+        ds = Dataset(spec.data.path)
+        self.ds = ds
+        sets = select_triplets(ds, spec.data, spec.seed)
+        rows = ImageRows(ds)
+        self.rows = rows
+        # images of every item: rows are sorted by item, so item i's images are image[start[i]:start[i] + count[i]]
+        self.count = np.bincount(rows.group, minlength=len(ds))
+        self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]])
+        has = self.count > 0
+        keep = has[sets.train].all(1)
+        keep_val = has[sets.val].all(1) if len(sets.val) else np.zeros(0, dtype=bool)
+        self.train, self.train_kind = sets.train[keep], sets.train_kind[keep]
+        self.val, self.val_kind, self.val_source = sets.val[keep_val], sets.val_kind[keep_val], sets.val_source
+        if not len(self.train):
+            raise UserError(f"No training triplet of {ds.root} has an image for all three items; the direct route needs item images.")
+        self.kind = single_kind(np.concatenate([self.train_kind, self.val_kind]))
+        self.per_device = spec.loop.batch_size_per_device or spec.loop.batch_size
+        self._steps = len(self.train) // (self.per_device * dist.world_size)
+        if self._steps < 1:
+            raise UserError(f"loop.batch_size={spec.loop.batch_size} triplets per step is more than the {len(self.train)} training triplets; lower loop.batch_size.")
+        self.model = create_model("student", backbone=spec.model.backbone, dim=spec.model.dim, frozen=spec.model.frozen,
+                                  nonlinear_layers=spec.model.nonlinear_layers, head=spec.model.head, pretrained=spec.model.pretrained)
+        cfg = self.model.input_config
+        train_items = np.unique(self.train)
+        train_images = np.concatenate([rows.image[self.start[i] : self.start[i] + self.count[i]] for i in train_items])
+        self.pipe = ImagePipeline(ds.images(spec.data.image_size), spec.data, spec.augment, cfg["mean"], cfg["std"], cfg["crop_pct"], train_images, spec.seed, dist.rank)
+        self.loss_fn = spec.loss.build("labelled")
+        if console is not None and dist.is_main:
+            console.print(f"direct: {len(self.train)} training triplets ({self.kind or 'mixed kinds'}), validation: {len(self.val)} ({self.val_source}); "
+                          f"{self._steps} steps per epoch of {self.per_device} triplets.", soft_wrap=True, highlight=False)
+
+    def steps_per_epoch(self) -> int:
+        return self._steps
+
+    @property
+    def images_per_step(self) -> int:
+        return 3 * self.per_device
+
+    def _images_of(self, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One image per item: a random one of its images."""
+        pick = (rng.random(items.shape) * self.count[items]).astype(np.int64)
+        return self.rows.image[self.start[items] + pick]
+
+    def batches(self, epoch: int, start_step: int) -> Iterator:
+        rng = numpy_rng(self.spec.seed, epoch, 303)
+        W, B = self.dist.world_size, self.per_device
+        order = rng.permutation(len(self.train))[: self._steps * B * W].reshape(self._steps, W, B)[:, self.dist.rank]
+        plan = []
+        for s in range(start_step, self._steps):
+            trip = self.train[order[s]]
+            images = self._images_of(trip.reshape(-1), numpy_rng(self.spec.seed, epoch, s, self.dist.rank, 404))
+            plan.append((s, images))
+        kinds = self.train_kind[order]
+        for step, images in self.pipe.batches(epoch, plan):
+            yield step, images, kinds[step]
+
+    def training_step(self, model, batch, info: StepInfo):
+        step, images, kinds = batch
+        x = self.pipe.train_transform(images.to(info.device, non_blocking=True), info.epoch, step)
+        z = model(x).float()
+        t = z.shape[0] // 3
+        trip = torch.arange(3 * t, device=info.device).view(t, 3)
+        loss = labelled_loss(self.loss_fn, z, trip, torch.from_numpy(kinds.astype(np.int64)).to(info.device), self.kind)
+        return loss, {}
+
+    @torch.no_grad()
+    def evaluate(self, model, epoch: int, device: torch.device) -> dict[str, float]:
+        if not len(self.val):
+            return {}
+        items = np.unique(self.val)
+        rows = np.concatenate([np.arange(self.start[i], self.start[i] + self.count[i]) for i in items])
+        emb = embed_images(model, self.pipe, self.rows.image[rows], device)
+        means, _ = item_means(emb, self.rows.group[rows])
+        return triplet_scores(means, np.searchsorted(items, self.val), self.val_kind)
+
+    def card(self) -> dict:
+        return {"input": self.pipe.card_input(), "dataset": self.ds.ref(), "context": {"val": self.val_source}}
