@@ -111,32 +111,128 @@ def _render(tables) -> None:
         out_console.print(table)
 
 
+class _BuildProgress:
+    """Rich progress bars for build-data: one bar per phase (scanning, images, merging), items/s and ETA."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.text import Text
+
+        class _Rate(ProgressColumn):
+            def render(self, task):
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:,.0f} items/s" if speed else "", style="progress.data.speed")
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), console=console)
+        self.tasks: dict = {}
+
+    def __call__(self, done: int, total: int = 0, what: str = "rendering") -> None:
+        if what not in self.tasks:
+            self.tasks[what] = self.progress.add_task(what, total=total or None)
+        self.progress.update(self.tasks[what], completed=done, total=total or None)
+
+    def warn(self, text: str) -> None:
+        self.progress.console.print(f"[yellow]{escape(text)}[/]", soft_wrap=True, highlight=False)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r} is not of the form i/n (e.g. --shard 0/4 builds the first of four shards).") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise UserError(f"--shard {text}: i must be in 0..n-1 (e.g. --shard 0/4 ... --shard 3/4).")
+    return i, n
+
+
 @app.command("build-data")
 @handle_errors
 def build_data(
-    format: str = typer.Option(..., "--format", help="Source format: toyworld."),
-    source: Optional[Path] = typer.Argument(None, metavar="SRC", help="Raw data to read (not used by toyworld)."),
-    out: Path = typer.Option(..., "--out", help="Dataset directory to create."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    format: Optional[str] = typer.Option(None, "--format", help="toyworld | mvimgnet | icdl | imagefolder | cub | cars | sop | triplets | rooms."),
+    source: Optional[Path] = typer.Argument(None, metavar="SRC", help="Raw data to read: a folder, a preset's download, or the room table (not used by toyworld)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Dataset directory to create."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for splits and random rooms (default 0)."),
+    max_side: Optional[int] = typer.Option(None, "--max-side", help="Resize so the longer side is at most N and re-encode (default 320); 0 keeps the original bytes."),
+    quality: Optional[int] = typer.Option(None, "--quality", help="JPEG quality of re-encoded images (default 90)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default 0 = one per CPU core)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split fractions, e.g. 0.9,0.1 or 0.8,0.1,0.1 (mvimgnet: or 'original')."),
+    split_by: Optional[str] = typer.Option(None, "--split-by", help="triplets: split by triplet or by item."),
+    require_cameras: bool = typer.Option(False, "--require-cameras", help="mvimgnet: skip objects whose sparse/ reconstruction is missing or empty."),
+    rooms: Optional[Path] = typer.Option(None, "--rooms", help="mvimgnet, icdl: room assignment JSON (room -> category ids) to attach."),
+    categories: Optional[Path] = typer.Option(None, "--categories", help="Category names file (id,name lines); default SRC/mvimgnet_category.txt."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="triplets: a named collection read from SRC: things | yummly | ihsj."),
+    triplets: Optional[List[Path]] = typer.Option(None, "--triplets", metavar="<file>", help="triplets: triplet file (repeatable; ihsj: psiz observations HDF5)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="triplets: odd-one-out | directed."),
+    images: Optional[Path] = typer.Option(None, "--images", help="triplets: folder of item images (file stem = item id)."),
+    items: Optional[Path] = typer.Option(None, "--items", help="triplets: items file with a header row, one row per item in order."),
+    random: Optional[int] = typer.Option(None, "--random", help="rooms: number of random room assignments to write (default 2)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Build only shard i of n (i/n) into OUT.build; merge later with --merge."),
+    merge: bool = typer.Option(False, "--merge", help="Merge the finished shards in OUT.build into OUT."),
+    verify: Optional[Path] = typer.Option(None, "--verify", help="Re-read every index row and image of a dataset directory and report problems."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
     dry_run: bool = DryRunOpt,
 ):
-    """Build a dataset directory from raw data.
+    """Build a dataset directory from raw data (or --verify one).
 
-    Writes dataset.json (the card), frames.parquet (the index) and images.h5 (encoded images).
+    Writes dataset.json (the card), the parquet index (frames / images / items + triplets),
+    images.h5 (encoded images) and rejected.txt. Interrupted builds continue when run again.
     """
+    if verify is not None:
+        given = [f for f, v in (("--format", format), ("SRC", source), ("--out", out), ("--shard", shard), ("--config", config)) if v is not None]
+        if given or merge or set_:
+            raise UserError(f"--verify DIR checks an existing dataset; drop {', '.join(given) or '--merge/--set'} (only --workers may go with it).")
+        from simtool.formats.dataset_dir import verify_dataset
+
+        n = workers if workers is not None else 1
+        n = n or max(1, min(16, os.cpu_count() or 1))
+        with _BuildProgress() as bar:
+            summary, problems = verify_dataset(verify, workers=n, progress=lambda d, t: bar(d, t, "verifying images"))
+        what = f"{summary['kind']} dataset, {summary['rows']} rows, {summary['images']} images" + (f", {summary['triplets']} triplets" if "triplets" in summary else "")
+        if problems:
+            for p in problems:
+                console.print(f"[red]Problem:[/] {escape(p)}", soft_wrap=True, highlight=False)
+            console.print(f"[bold red]{len(problems)} problem(s)[/] in {escape(str(verify))} ({what}).")
+            raise typer.Exit(1)
+        console.print(f"[green]OK[/] {escape(str(verify))}: {what}; every image decodes and the fingerprint matches.")
+        return
+    if format is None or out is None:
+        raise UserError("build-data needs --format F and --out DIR (or --verify DIR); see simtool build-data --help.")
+    from simtool.data.builders.common import BuildContext
     from simtool.specs.resolve import resolve_build_spec
 
-    spec = resolve_build_spec(format, str(out), str(source) if source else None, str(config) if config else None, set_, seed)
+    options = {
+        "--max-side": max_side, "--quality": quality, "--workers": workers, "--split": split, "--split-by": split_by,
+        "--require-cameras": True if require_cameras else None, "--rooms": str(rooms) if rooms else None,
+        "--categories": str(categories) if categories else None, "--preset": preset,
+        "--triplets": [str(t) for t in triplets] if triplets else None, "--kind": kind,
+        "--images": str(images) if images else None, "--items": str(items) if items else None, "--random": random,
+    }
+    spec = resolve_build_spec(format, str(out), str(source) if source else None, str(config) if config else None, set_, seed, options)
     if dry_run:
         _dry_run(spec)
     from simtool.data.builders import build_dataset
 
     _print_spec("build-data", spec)
-    with console.status("Building dataset ..."):
-        info = build_dataset(spec)
-    console.print(f"[green]Wrote[/] {escape(info['out'])}: {info['images']} images, {info['categories']} categories in {info['seconds']} s.")
+    with _BuildProgress() as bar:
+        ctx = BuildContext(shard=_parse_shard(shard) if shard else None, merge_only=merge, warn=bar.warn)
+        info = build_dataset(spec, progress=bar, ctx=ctx)
+    if info.get("message"):
+        console.print(f"[green]Wrote[/] {escape(info['out'])}: {escape(info['message'])} in {info['seconds']} s.", soft_wrap=True)
+    else:
+        console.print(f"[green]Wrote[/] {escape(info['out'])}: {info['images']} images, {info['categories']} categories in {info['seconds']} s.")
+    if info.get("rejected"):
+        from simtool.formats.dataset_dir import REJECTED
+
+        console.print(f"[yellow]{info['rejected']} file(s) or object(s) skipped: see {escape(str(Path(info['out']) / REJECTED))}.[/]", soft_wrap=True)
 
 
 @app.command()
@@ -150,6 +246,7 @@ def train(
     set_: Optional[List[str]] = SetOpt,
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Repetitions trained side by side in one run (teacher presets: R teachers with different seeds)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and profiles, and exit."),
     dry_run: bool = DryRunOpt,
@@ -176,8 +273,8 @@ def train(
 
     try:
         if resume is not None:
-            if any(v is not None for v in (data, out, config, seed, profile)) or set_:
-                raise UserError("--resume continues a run with its saved spec; drop --data/--out/--profile/--config/--set/--seed (only --device may change).")
+            if any(v is not None for v in (data, out, config, seed, profile, repeats)) or set_:
+                raise UserError("--resume continues a run with its saved spec; drop --data/--out/--profile/--config/--set/--seed/--repeats (only --device may change).")
             if dry_run:
                 _dry_run(stage.load_run_spec(resume))
             try:
@@ -186,6 +283,14 @@ def train(
                 console.print(f"[green]{escape(str(done))}[/]", soft_wrap=True)
                 return
         else:
+            if repeats is not None:
+                from simtool.methods import get_method
+                from simtool.specs.resolve import load_preset
+
+                method = str(load_preset(preset).get("method"))
+                if "repeats" not in get_method(method).spec.model_fields:
+                    raise UserError(f"--repeats trains several repetitions in one run, which method {method!r} (preset {preset}) does not do; train one run per seed with --seed instead.")
+                set_ = [*(set_ or []), f"repeats={repeats}"]
             spec = resolve_train_spec(preset, str(config) if config else None, set_, str(data) if data else None, seed, device, profile)
             if dry_run:
                 _dry_run(spec)
@@ -250,7 +355,8 @@ def evaluate(
 ):
     """Evaluate a run, an embeddings file or a plain array.
 
-    odd-one-out: context/category/object accuracy at every layer. Writes long-format result records.
+    odd-one-out: context/category/object accuracy at every layer. classes: P@1, Recall@K
+    (--set k=1,2,4,8), R-Precision, MAP@R, NMI and AMI. Writes long-format result records.
     """
     from simtool.specs.base import parse_set
     from simtool.specs.evaluate import validate_evaluate_spec
@@ -274,27 +380,41 @@ def evaluate(
 @app.command()
 @handle_errors
 def compare(
-    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="Results JSON files, run directories, or directories of runs."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Directory for comparison.md/.csv/.json."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Compare at one layer (e.g. time.out)."),
+    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="Results JSON files, run directories, directories of runs, or embeddings .safetensors files."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for comparison.md/.csv/.json and the PNG figures."),
+    layer: Optional[List[str]] = typer.Option(None, "--layer", help="Compare at one layer (e.g. time.out); NAME=LAYER gives one group its own layer (repeatable)."),
     name: Optional[List[str]] = typer.Option(None, "--name", help="Group name of each target, in order (repeat once per target)."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Show every group's paired difference to this group (e.g. simclr), with bootstrap 95 % intervals."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples of the paired differences (1000; 0 = none)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the bootstrap and of the RSA/CKA subsample (0)."),
+    max_items: Optional[int] = typer.Option(None, "--max-items", help="Most items for RSA and CKA between embeddings files (2000)."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Write PNG figures with --out."),
     dry_run: bool = DryRunOpt,
 ):
     """Compare evaluation results: replicates grouped, mean ± sd and n per group.
 
-    --out writes comparison.md, comparison.csv (every record) and comparison.json.
+    --reference adds paired differences with bootstrap intervals; embeddings files add RSA and CKA
+    between their models. --out writes comparison.md, comparison.csv (every record),
+    comparison.json and figures: bars-<type>.png, layers-<type>.png, similarity.png.
     """
     from simtool.specs.base import validate
     from simtool.specs.evaluate import CompareSpec
 
-    spec = validate(CompareSpec, {"targets": [str(t) for t in targets], "out": str(out) if out else None, "layer": layer, "names": name or None}, "compare options")
+    plain = [v for v in layer or [] if "=" not in v]
+    if len(plain) > 1:
+        raise UserError(f"--layer was given {len(plain)} layers ({', '.join(plain)}); give one, and NAME=LAYER for groups that use another.")
+    layer_of = dict(v.split("=", 1) for v in layer or [] if "=" in v)
+    data = {"targets": [str(t) for t in targets], "out": str(out) if out else None, "layer": plain[0] if plain else None, "names": name or None,
+            "layer_of": layer_of, "reference": reference, "bootstrap": bootstrap, "seed": seed, "max_items": max_items, "figures": figures}
+    spec = validate(CompareSpec, {k: v for k, v in data.items() if v is not None}, "compare options")
     if dry_run:
         _dry_run(spec)
     from simtool.stages.compare import compare as _compare
 
     _print_spec("compare", spec)
-    tabs, agg, written = _compare(spec)
-    for w in agg.warnings:
+    with console.status("Comparing ..."):
+        tabs, result, written = _compare(spec)
+    for w in result.warnings:
         console.print(f"[yellow]Note:[/] {escape(w)}", soft_wrap=True)
     _render(tabs)
     if written:

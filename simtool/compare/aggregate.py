@@ -9,6 +9,11 @@ and the same evaluation type, condition, layer, metric and level. Its replicates
 differ in a setting (2 vs 30 epochs, another dataset) form separate groups, labelled by the
 setting, and every setting that differs between groups is listed: a 2-epoch run is never
 silently set beside a 30-epoch run.
+
+Paired differences (:func:`difference`): a group against a reference group of the same question,
+over the replicates they share (same seed and repetition), with a seeded two-stage bootstrap 95 %
+interval (:func:`paired_bootstrap`): resample the shared runs, then the units (anchors or queries)
+within every drawn run, from the per-unit values stored beside the records.
 """
 
 from __future__ import annotations
@@ -20,12 +25,24 @@ from pathlib import Path
 import numpy as np
 
 from simtool.errors import UserError
-from simtool.formats.results import read_results
+from simtool.formats.results import decode_sample, read_results, record_samples
 from simtool.formats.run_dir import RunDir
 from simtool.specs.base import flatten
 from simtool.specs.common import RUN_ONLY_KEYS
 
 IGNORED_SETTINGS = set(RUN_ONLY_KEYS) | {"preset", "method"}
+# Level-less metrics that describe a representation rather than score it: no differences, no bars.
+REPRESENTATION_STATS = ("dim", "sparsity", "collapse", "effective_rank")
+SAMPLE_KEY = "_sample"  # a collected record's per-unit values (encoded), never written out
+
+
+def is_score(metric: str, level: str | None) -> bool:
+    return level is not None or metric not in REPRESENTATION_STATS
+
+
+def base_name(label: str) -> str:
+    """A group label without its settings suffix: ``normal (loop.epochs=2)`` → ``normal``."""
+    return label.split(" (", 1)[0]
 
 
 def results_files(target: Path) -> list[Path]:
@@ -61,16 +78,20 @@ def collect(targets: list[str], names: list[str] | None = None) -> Collected:
     for i, t in enumerate(targets):
         for f in results_files(Path(t)):
             doc = read_results(f)
+            samples = record_samples(doc)
             for run, prov in (doc.get("models") or {}).items():
                 provenance[(str(f), run)] = prov
-            for r in doc["records"]:
+            for j, r in enumerate(doc["records"]):
                 key = (str(f), r.get("run"), r.get("repeat"), r.get("layer"), r.get("metric"), r.get("level"), r.get("condition"))
                 if key in seen:
                     continue
                 seen.add(key)
                 prov = provenance.get((str(f), r.get("run")), {})
                 name = names[i] if names else (r.get("preset") or r.get("method") or prov.get("preset") or r.get("run"))
-                records.append({**r, "name": name, "source": str(f)})
+                rec = {**r, "name": name, "source": str(f)}
+                if j in samples:
+                    rec[SAMPLE_KEY] = samples[j]
+                records.append(rec)
     if not records:
         raise UserError("No result records were found in the targets; run simtool evaluate first.")
     return Collected(records, provenance)
@@ -91,6 +112,23 @@ def _short(v) -> str:
     return str(v)
 
 
+def make_labels(members: dict[tuple, tuple[str, dict]]) -> dict[tuple, str]:
+    """Member key → label: its name, plus ``(key=value, ...)`` for the settings that vary among the
+    members sharing that name (``members``: key → (name, settings))."""
+    by_name: dict[str, list[tuple]] = {}
+    for key, (name, _) in members.items():
+        by_name.setdefault(name, []).append(key)
+    label_of: dict[tuple, str] = {}
+    for name, keys_ in by_name.items():
+        settings = {m: members[m][1] for m in keys_}
+        keys = sorted({k for m in keys_ for k in settings[m]})
+        varying = [k for k in keys if len({_short(settings[m].get(k, "–")) for m in keys_}) > 1]
+        for m in keys_:
+            suffix = ", ".join(f"{k}={_short(settings[m].get(k, '–'))}" for k in varying)
+            label_of[m] = f"{name} ({suffix})" if suffix else name
+    return label_of
+
+
 @dataclass
 class Group:
     label: str
@@ -103,6 +141,10 @@ class Group:
     ses: list[float | None]
     ns: list[int]
     runs: list[str]
+    seeds: list = field(default_factory=list)  # per value: the run's seed
+    repeats: list = field(default_factory=list)  # per value: the repetition
+    samples: list = field(default_factory=list)  # per value: encoded per-unit values or None
+    datasets: list = field(default_factory=list)  # per value: dataset fingerprint
 
     @property
     def n(self) -> int:
@@ -144,18 +186,10 @@ def aggregate(col: Collected) -> Aggregated:
         key = (r["source"], r["run"])
         if key not in run_settings:
             run_settings[key] = settings_of(col.provenance.get(key, {}))
-    by_name: dict[str, list[tuple[str, str]]] = {}
+    members: dict[tuple[str, str], tuple[str, dict]] = {}
     for r in col.records:
-        members = by_name.setdefault(r["name"], [])
-        if (r["source"], r["run"]) not in members:
-            members.append((r["source"], r["run"]))
-    label_of: dict[tuple[str, str], str] = {}
-    for name, members in by_name.items():
-        keys = sorted({k for m in members for k in run_settings[m]})
-        varying = [k for k in keys if len({_short(run_settings[m].get(k, "–")) for m in members}) > 1]
-        for m in members:
-            suffix = ", ".join(f"{k}={_short(run_settings[m].get(k, '–'))}" for k in varying)
-            label_of[m] = f"{name} ({suffix})" if suffix else name
+        members.setdefault((r["source"], r["run"]), (r["name"], run_settings[(r["source"], r["run"])]))
+    label_of = make_labels(members)
     for r in col.records:
         r["name"] = label_of[(r["source"], r["run"])]
     labels = list(dict.fromkeys(r["name"] for r in col.records))
@@ -181,8 +215,173 @@ def aggregate(col: Collected) -> Aggregated:
         g.ses.append(r.get("se"))
         g.ns.append(int(r.get("n") or 0))
         g.runs.append(f"{r['run']}#{r.get('repeat', 0)}")
+        g.seeds.append(r.get("seed"))
+        g.repeats.append(r.get("repeat") or 0)
+        g.samples.append(r.get(SAMPLE_KEY))
+        g.datasets.append(r.get("dataset"))
     warnings = list(col.warnings)
-    datasets = {r.get("dataset") for r in col.records if r.get("dataset")}
+    datasets: dict[str, list[str]] = {}
+    for r in col.records:
+        if r.get("dataset"):
+            users = datasets.setdefault(r["dataset"], [])
+            if r["name"] not in users:
+                users.append(r["name"])
     if len(datasets) > 1:
-        warnings.append(f"The results come from {len(datasets)} different datasets; rows that differ in 'dataset' are not comparable.")
+        which = "; ".join(f"{fp[:19]}: {', '.join(users)}" for fp, users in datasets.items())
+        warnings.append(f"The results come from {len(datasets)} different datasets ({which}); rows that differ in 'dataset' are not comparable.")
+    warnings += missing_metrics(list(groups.values()), labels)
     return Aggregated(list(groups.values()), labels, differing, col.records, warnings)
+
+
+def missing_metrics(groups: list[Group], labels: list[str]) -> list[str]:
+    """One line per (type, metric, level) that some groups of that type have and others lack."""
+    out = []
+    for t in dict.fromkeys(g.type for g in groups):
+        mine = [g for g in groups if g.type == t]
+        have: dict[tuple, set] = {}
+        for g in mine:
+            have.setdefault((g.metric, g.level), set()).add(g.label)
+        present = [lab for lab in labels if any(g.label == lab for g in mine)]
+        for (metric, level), who in have.items():
+            lacking = [lab for lab in present if lab not in who]
+            if lacking:
+                what = f"{metric} ({level})" if level else metric
+                out.append(f"{t}: {what} is missing for {', '.join(lacking)}; those cells are left empty.")
+    return out
+
+
+def resolve_reference(labels: list[str], reference: str) -> str:
+    """The group label ``--reference`` names: an exact label, or the one label with that name."""
+    if reference in labels:
+        return reference
+    hits = [lab for lab in labels if base_name(lab) == reference]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise UserError(f"--reference {reference!r} matches {len(hits)} groups ({'; '.join(hits)}); pass one of them exactly.")
+    raise UserError(f"--reference {reference!r} is not a group of these results; the groups are: {', '.join(labels)}.")
+
+
+@dataclass
+class Difference:
+    """``label`` minus ``reference`` for one question, paired by (seed, repetition)."""
+
+    label: str
+    reference: str
+    type: str
+    condition: str | None
+    layer: str
+    reference_layer: str
+    metric: str
+    level: str | None
+    diff: float | None
+    lo: float | None
+    hi: float | None
+    pairs: int
+    units: str | None  # what the bootstrap resampled within runs (anchor, query), None: runs only
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def paired_bootstrap(diffs: list[np.ndarray | None], values: list[float], n_boot: int, seed: int,
+                     units_a: list[np.ndarray | None] | None = None, units_r: list[np.ndarray | None] | None = None) -> tuple[float, float] | None:
+    """Seeded two-stage bootstrap 95 % interval (percentiles 2.5, 97.5) of a mean paired difference.
+
+    ``values[s]``: the difference of pair ``s`` (S pairs). ``diffs[s]``: the per-unit differences
+    of pair ``s`` when both runs were scored on the same units, else None; then ``units_a[s]`` and
+    ``units_r[s]`` (the two runs' own per-unit values) are resampled independently when present,
+    else the pair counts with its fixed value. With ``rng = numpy.random.default_rng(seed)``:
+    first ``rng.integers(0, S, size=(n_boot, S))`` draws the runs of every replicate; then, for
+    replicate ``b`` and each drawn pair ``s`` in order, ``rng.integers(0, n, size=n)`` draws its
+    ``n`` units (twice, a then reference, for unpaired units); the replicate is the mean of the
+    drawn pairs' mean differences. None when nothing varies (one pair without units, or n_boot 0).
+    """
+    S = len(values)
+    units_a = units_a or [None] * S
+    units_r = units_r or [None] * S
+    if n_boot <= 0 or S == 0 or (S == 1 and diffs[0] is None and (units_a[0] is None or units_r[0] is None)):
+        return None
+    rng = np.random.default_rng(seed)
+    runs = rng.integers(0, S, size=(n_boot, S))
+    boot = np.empty(n_boot)
+    for b in range(n_boot):
+        total = 0.0
+        for s in runs[b]:
+            d = diffs[s]
+            if d is not None:
+                total += float(d[rng.integers(0, len(d), size=len(d))].mean())
+            elif units_a[s] is not None and units_r[s] is not None:
+                ua, ur = units_a[s], units_r[s]
+                total += float(ua[rng.integers(0, len(ua), size=len(ua))].mean() - ur[rng.integers(0, len(ur), size=len(ur))].mean())
+            else:
+                total += values[s]
+        boot[b] = total / S
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def difference(g: Group, ref: Group, n_boot: int = 1000, seed: int = 0) -> Difference:
+    """Paired difference ``g - ref`` over their shared (seed, repetition) replicates, with its interval."""
+    mine = {(s, r): i for i, (s, r) in reversed(list(enumerate(zip(g.seeds, g.repeats))))}
+    theirs = {(s, r): i for i, (s, r) in reversed(list(enumerate(zip(ref.seeds, ref.repeats))))}
+    shared = [k for k in dict.fromkeys(zip(g.seeds, g.repeats)) if k in theirs]
+    out = Difference(g.label, ref.label, g.type, g.condition, g.layer, ref.layer, g.metric, g.level, None, None, None, len(shared), None)
+    if not shared:
+        return out
+    values, diffs, ua, ur = [], [], [], []
+    unit_kind = None
+    for key in shared:
+        i, j = mine[key], theirs[key]
+        values.append(g.values[i] - ref.values[j])
+        sa, sr = g.samples[i], ref.samples[j]
+        a = decode_sample(sa) if sa else None
+        r = decode_sample(sr) if sr else None
+        if a is not None and r is not None:
+            unit_kind = sa.get("unit")
+        same_units = a is not None and r is not None and len(a) == len(r) and g.datasets[i] == ref.datasets[j] and sa.get("unit") == sr.get("unit")
+        diffs.append(a - r if same_units else None)
+        ua.append(a)
+        ur.append(r)
+    out.diff = float(np.mean(values))
+    out.units = unit_kind
+    ci = paired_bootstrap(diffs, values, n_boot, seed, ua, ur)
+    if ci is not None:
+        out.lo, out.hi = ci
+    return out
+
+
+def groups_at(agg: Aggregated, layer: str, layer_of: dict[str, str] | None = None) -> list[Group]:
+    """The groups at ``layer``, where a group named in ``layer_of`` (label or name → layer) uses its own layer."""
+    layer_of = layer_of or {}
+    out = []
+    for g in agg.groups:
+        want = layer_of.get(g.label, layer_of.get(base_name(g.label), layer))
+        if g.layer == want:
+            out.append(g)
+    return out
+
+
+def differences(groups: list[Group], reference: str, n_boot: int = 1000, seed: int = 0, same_layer: bool = True) -> tuple[list[Difference], list[str]]:
+    """Paired differences of every score group against the reference group of the same question.
+
+    ``same_layer``: pair groups of the same layer (per-layer tables); False pairs the groups given
+    (already one layer per label, as :func:`groups_at` selects) regardless of layer name.
+    """
+    ref_index = {}
+    for g in groups:
+        if g.label == reference:
+            ref_index[(g.type, g.condition, g.layer if same_layer else None, g.metric, g.level)] = g
+    out, no_pairs = [], []
+    for g in groups:
+        if g.label == reference or not is_score(g.metric, g.level):
+            continue
+        ref = ref_index.get((g.type, g.condition, g.layer if same_layer else None, g.metric, g.level))
+        if ref is None:
+            continue
+        d = difference(g, ref, n_boot, seed)
+        if d.pairs == 0 and g.label not in no_pairs:
+            no_pairs.append(g.label)
+        out.append(d)
+    notes = [f"{lab} and {reference} share no seed, so they have no paired difference (pairs need the same seed and repetition)." for lab in no_pairs]
+    return out, notes

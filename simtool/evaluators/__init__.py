@@ -53,7 +53,8 @@ def register_evaluator(name: str, options: type):
 
 
 def load_builtin() -> None:
-    from simtool.evaluators import odd_one_out  # noqa: F401
+    from simtool.evaluators import classes, odd_one_out  # noqa: F401
+    from simtool.evaluators import triplets  # noqa: F401 - labelled triplets (teachers, students)
 
 
 def get_evaluator(name: str) -> Evaluator:

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from simtool.errors import UserError
 from simtool.evaluators import Evaluator, register_evaluator, select_layers
-from simtool.formats.results import make_record
+from simtool.formats.results import attach_sample, make_record
 from simtool.metrics.odd_one_out import LEVELS, odd_one_out_accuracy
 from simtool.metrics.representation import collapse, effective_rank, sparsity
 from simtool.specs.base import Spec
@@ -81,9 +81,12 @@ class OddOneOut(Evaluator):
                         records.append(make_record(**base, metric=metric, level=None, value=value, n=int(e.shape[0])))
                     for level in LEVELS:
                         res = odd_one_out_accuracy(e, room, category, obj, level, repeats=options.repeats, seed=options.seed,
-                                                   exclude_same_object=options.exclude_same_object)
-                        records.append(make_record(**base, metric="accuracy", level=level, value=res["accuracy"], n=res["n_triplets"], se=res["stderr"],
-                                                   note=f"anchors={res['n_anchors']} skipped={res['skipped']}"))
+                                                   exclude_same_object=options.exclude_same_object, per_anchor=True)
+                        rec = make_record(**base, metric="accuracy", level=level, value=res["accuracy"], n=res["n_triplets"], se=res["stderr"],
+                                          note=f"anchors={res['n_anchors']} skipped={res['skipped']}")
+                        if res["n_anchors"]:  # per-anchor accuracies, for compare's bootstrap intervals
+                            attach_sample(rec, res["correct_per_anchor"] / options.repeats, "anchor", denominator=options.repeats)
+                        records.append(rec)
         return records
 
     def tables(self, records):

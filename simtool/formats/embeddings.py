@@ -9,6 +9,12 @@ Format version 2 is a pair of files, ``NAME.safetensors`` and ``NAME.rows.parque
   layers, whether training had finished, what the method recorded about context), ``dataset``
   (name, kind, content fingerprint, path at export time), ``split``, ``n_rows``, the simtool
   version and ``rows_sha256``, which ties the rows file to this file.
+* Embeddings of a ``triplets`` dataset also carry its labelled triplets among the exported rows (so
+  ``evaluate --type triplets`` needs nothing else): three more tensors in ``NAME.safetensors``,
+  ``__triplets__/index`` int64 ``(T, 3)`` (row numbers of this file: anchor or pair member, closer
+  or pair member, farther or odd one), ``__triplets__/kind`` and ``__triplets__/split`` uint8
+  ``(T,)`` (codes into the metadata's ``triplets`` JSON: ``{"kinds": [...], "splits": [...]}``).
+  They are not embeddings: :class:`Embeddings` holds them in ``triplets``.
 * ``NAME.rows.parquet`` has one row per embedding row: ``id`` (string, stable across copies of a
   dataset), ``split``, and a column per label level the dataset has (``category``, ``object``,
   ``room:<assignment>`` for each room assignment, room ``-1`` = no room); ``row`` and ``frame``
@@ -41,6 +47,52 @@ SUFFIX = ".safetensors"
 ROWS_SUFFIX = ".rows.parquet"
 ROOM_PREFIX = "room:"
 LEVEL_COLUMNS = ("category", "object")
+TRIPLETS_PREFIX = "__triplets__/"
+TRIPLET_KINDS = ("directed", "odd-one-out")
+TRIPLET_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Triplets:
+    """Labelled triplets over the rows of an embeddings file (see the module docstring)."""
+
+    index: np.ndarray  # int64 (T, 3) row numbers
+    kind: np.ndarray  # str (T,) directed | odd-one-out
+    split: np.ndarray  # str (T,) train | val | test
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def select(self, mask: np.ndarray) -> "Triplets":
+        return Triplets(self.index[mask], self.kind[mask], self.split[mask])
+
+
+def _encode_triplets(t: Triplets, n_rows: int) -> tuple[dict, dict]:
+    import torch
+
+    index = np.asarray(t.index, dtype=np.int64).reshape(-1, 3)
+    if len(index) and (index.min() < 0 or index.max() >= n_rows):
+        raise ValueError(f"triplet rows must lie in 0..{n_rows - 1}")
+    kinds = sorted(set(np.asarray(t.kind).tolist()) | set(TRIPLET_KINDS), key=lambda k: (k not in TRIPLET_KINDS, k))
+    splits = sorted(set(np.asarray(t.split).tolist()) | set(TRIPLET_SPLITS), key=lambda k: (k not in TRIPLET_SPLITS, k))
+    kind_code = np.array([kinds.index(k) for k in np.asarray(t.kind).tolist()], dtype=np.uint8)
+    split_code = np.array([splits.index(k) for k in np.asarray(t.split).tolist()], dtype=np.uint8)
+    tensors = {TRIPLETS_PREFIX + "index": torch.from_numpy(index), TRIPLETS_PREFIX + "kind": torch.from_numpy(kind_code),
+               TRIPLETS_PREFIX + "split": torch.from_numpy(split_code)}
+    return tensors, {"kinds": kinds, "splits": splits, "n": int(len(index))}
+
+
+def _decode_triplets(tensors: dict, meta: dict, n_rows: int) -> Triplets | None:
+    keys = [k for k in tensors if k.startswith(TRIPLETS_PREFIX)]
+    if not keys:
+        return None
+    info = json.loads(meta.get("triplets", "{}"))
+    index = tensors.pop(TRIPLETS_PREFIX + "index").numpy().astype(np.int64)
+    kind = np.asarray(info["kinds"])[tensors.pop(TRIPLETS_PREFIX + "kind").numpy().astype(np.int64)]
+    split = np.asarray(info["splits"])[tensors.pop(TRIPLETS_PREFIX + "split").numpy().astype(np.int64)]
+    if index.ndim != 2 or index.shape[1] != 3 or len(kind) != len(index) or len(split) != len(index) or (len(index) and (index.min() < 0 or index.max() >= n_rows)):
+        raise ValueError("malformed triplets")
+    return Triplets(index, kind.astype(str), split.astype(str))
 
 
 def rows_path(path: str | Path) -> Path:
@@ -59,6 +111,7 @@ class Embeddings:
     split: str = "test"
     info: dict = field(default_factory=dict)  # category_names, rooms: {assignment: [room names]}
     path: Path | None = None
+    triplets: Triplets | None = None  # labelled triplets among the rows (triplets datasets)
 
     def __len__(self) -> int:
         return self.rows.num_rows
@@ -133,11 +186,16 @@ def write_embeddings(path: str | Path, emb: Embeddings, spec: dict | None = None
         "rows_sha256": hashlib.sha256(data).hexdigest(),
         "spec": json.dumps(spec or {}),
     }
+    tensors = {k: v.float().contiguous() for k, v in emb.tensors.items()}
+    if emb.triplets is not None:
+        extra, info = _encode_triplets(emb.triplets, n)
+        tensors.update(extra)
+        meta["triplets"] = json.dumps(info)
     rp = rows_path(path)
     with atomic_path(rp) as tmp:
         tmp.write_bytes(data)
     with atomic_path(path) as tmp:
-        save_file({k: v.float().contiguous() for k, v in emb.tensors.items()}, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata=meta)
     return path, rp
 
 
@@ -171,13 +229,15 @@ def read_embeddings(path: str | Path) -> Embeddings:
         models = json.loads(meta["models"])
         dataset = json.loads(meta.get("dataset", "{}"))
         info = json.loads((table.schema.metadata or {}).get(b"simtool", b"{}"))
+        triplets = _decode_triplets(tensors, meta, int(meta.get("n_rows", table.num_rows)))
     except Exception:  # noqa: BLE001
         raise UserError(f"{path} is damaged (its tensors or metadata cannot be read); {again}.") from None
     n = int(meta.get("n_rows", table.num_rows))
     for key, t in tensors.items():
         if t.dim() != 3 or t.shape[0] != n or table.num_rows != n:
             raise UserError(f"{path} is damaged ({key} has shape {tuple(t.shape)} for {table.num_rows} rows); {again}.")
-    return Embeddings(rows=table.replace_schema_metadata(None), models=models, tensors=tensors, dataset=dataset, split=meta.get("split", "test"), info=info, path=path)
+    return Embeddings(rows=table.replace_schema_metadata(None), models=models, tensors=tensors, dataset=dataset, split=meta.get("split", "test"), info=info, path=path,
+                      triplets=triplets)
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
@@ -188,8 +248,9 @@ def _codes(values: np.ndarray) -> np.ndarray:
 def read_labels(path: str | Path, n: int) -> pa.Table:
     """A labels file (CSV or parquet, one row per embedding) as a rows table.
 
-    Columns named ``context`` (or ``room``), ``category``, ``object`` become the levels (any
-    values; they are turned into integer codes); ``id`` and ``split`` are kept when present.
+    Columns named ``context`` (or ``room``), ``category``, ``object`` become the levels and a
+    ``class`` column the class of each item (for ``evaluate --type classes``); any values, turned
+    into integer codes. ``id`` and ``split`` are kept when present.
     """
     import pyarrow.csv as pacsv
 
@@ -212,8 +273,10 @@ def read_labels(path: str | Path, n: int) -> pa.Table:
     ctx = cols.get("context", cols.get("room"))
     if ctx is not None:
         out[ROOM_PREFIX + "labels"] = pa.array(_codes(table.column(ctx).to_numpy(zero_copy_only=False)))
+    if "class" in cols:
+        out["class"] = pa.array(_codes(table.column(cols["class"]).to_numpy(zero_copy_only=False)))
     if len(out) == 2:
-        raise UserError(f"The labels file {path} has none of the level columns context, category, object (it has: {', '.join(table.column_names)}).")
+        raise UserError(f"The labels file {path} has none of the label columns context, category, object, class (it has: {', '.join(table.column_names)}).")
     return pa.table(out)
 
 

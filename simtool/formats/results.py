@@ -29,12 +29,30 @@ se            its standard error (``null`` when unknown)
 dataset       the content fingerprint of the dataset
 note          anything else worth a look (e.g. how many anchors were skipped)
 ============  ==============================================================================
+
+Optional per-unit values (``"samples"``), for the bootstrap intervals of ``compare``: a record
+that is a mean over units (odd-one-out: anchors; classes: queries) may carry the value of every
+unit, compactly::
+
+    "samples": [{"record": 12, "unit": "anchor", "n": 512, "encoding": "u8/10", "data": "<base64>"}, ...]
+
+``record`` is the index of the record in ``records``; ``data`` is zlib-compressed, base64-encoded
+little-endian values: ``bits`` (0/1 values, ``numpy.packbits``), ``u8/<d>``, ``u16/<d>``,
+``u32/<d>`` (unsigned integers ``i``, value ``i / d``: exact for fractions with a fixed
+denominator, e.g. correct triplets out of ``repeats``; ``u16/65535`` is the fixed-point form of
+other values in [0, 1], within 8e-6) or ``f32``. Evaluators attach them with
+:func:`attach_sample`; :func:`results_doc` moves them into the section and :func:`decode_sample`
+reads one back.
 """
 
 from __future__ import annotations
 
+import base64
 import math
+import zlib
 from pathlib import Path
+
+import numpy as np
 
 from simtool import __version__
 from simtool.errors import UserError
@@ -64,9 +82,72 @@ def make_record(**fields) -> dict:
     return _clean({k: fields.get(k) for k in FIELDS})
 
 
+SAMPLE = "sample"  # key of a record's per-unit values until results_doc moves them into "samples"
+_INT_CODES = {"u8": "<u1", "u16": "<u2", "u32": "<u4"}  # little-endian unsigned
+
+
+def _pack(raw: bytes) -> str:
+    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
+
+def encode_sample(values, denominator: int | None = None) -> dict:
+    """Compact form of the per-unit values ``values`` (1-D): see the module docstring.
+
+    ``denominator``: every value is an integer multiple of ``1 / denominator`` (``1`` for 0/1
+    values); without it, values in [0, 1] are stored in 16-bit fixed point, others as float32.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = int(len(v))
+    if denominator is not None and int(denominator) == 1 and np.all((v == 0) | (v == 1)):
+        return {"n": n, "encoding": "bits", "data": _pack(np.packbits(v.astype(bool)).tobytes())}
+    if denominator is not None:
+        den = int(denominator)
+        ints = np.rint(v * den)
+        if den < 1 or np.any(ints < 0) or np.any(np.abs(ints - v * den) > 1e-6 * max(1, den)):
+            raise ValueError(f"values are not non-negative multiples of 1/{den}")
+        code = "u8" if ints.max(initial=0) < 2**8 else "u16" if ints.max(initial=0) < 2**16 else "u32"
+        return {"n": n, "encoding": f"{code}/{den}", "data": _pack(ints.astype(_INT_CODES[code]).tobytes())}
+    if n and np.all((v >= 0) & (v <= 1)):
+        return {"n": n, "encoding": "u16/65535", "data": _pack(np.rint(v * 65535).astype("<u2").tobytes())}
+    return {"n": n, "encoding": "f32", "data": _pack(v.astype("<f4").tobytes())}
+
+
+def decode_sample(entry: dict) -> np.ndarray:
+    """float64 per-unit values of a sample entry (see :func:`encode_sample`)."""
+    raw = zlib.decompress(base64.b64decode(entry["data"]))
+    n, enc = int(entry["n"]), entry["encoding"]
+    if enc == "bits":
+        return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n).astype(np.float64)
+    if enc == "f32":
+        out = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    else:
+        code, den = enc.split("/")
+        out = np.frombuffer(raw, dtype=_INT_CODES[code]).astype(np.float64) / float(den)
+    if len(out) != n:
+        raise ValueError(f"sample holds {len(out)} values, expected {n}")
+    return out
+
+
+def attach_sample(record: dict, values, unit: str, denominator: int | None = None) -> dict:
+    """Attach per-unit values (``unit``: what one value is, e.g. ``anchor``, ``query``) to a record."""
+    record[SAMPLE] = {"unit": unit, **encode_sample(values, denominator)}
+    return record
+
+
 def results_doc(type_: str, target: str, spec: dict, dataset: dict, models: dict, records: list[dict]) -> dict:
-    return _clean({"kind": KIND, "format_version": FORMAT_VERSION, "simtool": __version__, "type": type_,
-                   "target": target, "spec": spec, "dataset": dataset, "models": models, "records": records})
+    """The results document; per-unit values attached to records go to its ``samples`` section."""
+    samples = [{"record": i, **r[SAMPLE]} for i, r in enumerate(records) if r.get(SAMPLE)]
+    plain = [{k: v for k, v in r.items() if k != SAMPLE} for r in records]
+    doc = _clean({"kind": KIND, "format_version": FORMAT_VERSION, "simtool": __version__, "type": type_,
+                  "target": target, "spec": spec, "dataset": dataset, "models": models, "records": plain})
+    if samples:
+        doc["samples"] = samples
+    return doc
+
+
+def record_samples(doc: dict) -> dict[int, dict]:
+    """Record index → its sample entry (empty when the file has none)."""
+    return {int(s["record"]): s for s in doc.get("samples") or []}
 
 
 def write_results(path: str | Path, doc: dict) -> Path:
@@ -91,4 +172,11 @@ def read_results(path: str | Path) -> dict:
     records = doc.get("records")
     if not isinstance(records, list) or any(not isinstance(r, dict) or "value" not in r for r in records):
         raise UserError(f"{path} is damaged (its records are malformed); evaluate again to rewrite it.")
+    samples = doc.get("samples", [])
+    ok = isinstance(samples, list) and all(
+        isinstance(e, dict) and isinstance(e.get("record"), int) and 0 <= e["record"] < len(records) and isinstance(e.get("data"), str)
+        and isinstance(e.get("n"), int) and (e.get("encoding") in ("bits", "f32") or str(e.get("encoding", "")).split("/")[0] in _INT_CODES)
+        for e in samples)
+    if not ok:
+        raise UserError(f"{path} is damaged (its per-unit samples are malformed); evaluate again to rewrite it.")
     return doc

@@ -8,6 +8,9 @@ Layout::
       summary.json                  written when training completes ("status": "completed")
       checkpoints/
         final.safetensors           the trained weights; metadata: model card + spec
+        best.safetensors            (runs with checkpoint.best) the weights of the validation pass with the
+                                    best value of that figure; metadata also holds "best" (JSON: metric,
+                                    mode, value, epoch, step). save-embeddings and evaluate use it when present
         latest.json                 {"step": N, "dir": "step-XXXXXXXX"}: the resumable checkpoint
         step-XXXXXXXX/              model.safetensors, state.safetensors + state.json (optimizer,
                                     scheduler, RNG and loop position; tensors in safetensors)
@@ -37,6 +40,8 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 FINAL = "final.safetensors"
+BEST = "best.safetensors"
+BEST_KEY = "best"
 LATEST = "latest.json"
 STEP_MODEL = "model.safetensors"
 STEP_STATE = "state.safetensors"
@@ -75,6 +80,10 @@ class RunDir:
     @property
     def final_weights(self) -> Path:
         return self.checkpoints / FINAL
+
+    @property
+    def best_weights(self) -> Path:
+        return self.checkpoints / BEST
 
     def results_path(self, type_: str, tag: str) -> Path:
         return self.path / f"{RESULTS_PREFIX}{type_}-{tag}.json"
@@ -219,10 +228,31 @@ class RunDir:
     def write_final(self, model_state: dict, metadata: dict[str, str]) -> None:
         write_weights(self.final_weights, model_state, metadata)
 
-    def weights(self) -> tuple[Path, bool]:
-        """The weights to use: ``(final weights, True)``, else ``(latest checkpoint's model, False)``."""
+    def write_best(self, model_state: dict, metadata: dict[str, str], best: dict) -> None:
+        """``best.safetensors``: the weights of the best validation pass; ``best`` (metric, mode,
+        value, epoch, step) goes into its metadata."""
+        write_weights(self.best_weights, model_state, {**metadata, BEST_KEY: json.dumps(best)})
+
+    def best_info(self) -> dict | None:
+        """What ``best.safetensors`` records about its validation pass (None when the run has none)."""
+        if not self.best_weights.is_file():
+            return None
+        from simtool.formats.weights import read_metadata
+
+        try:
+            return json.loads(read_metadata(self.best_weights, self.weights_hint(self.best_weights)).get(BEST_KEY, "{}"))
+        except ValueError:
+            return {}
+
+    def weights(self, prefer_best: bool = True) -> tuple[Path, bool]:
+        """The weights to use: the best validation pass's (``best.safetensors``) when the run has
+        one and ``prefer_best``, else the final weights, else the latest checkpoint's model; and
+        whether training has finished."""
         self.read_spec()
-        if self.final_weights.is_file():
+        finished = self.final_weights.is_file()
+        if prefer_best and self.best_weights.is_file():
+            return self.best_weights, finished
+        if finished:
             return self.final_weights, True
         ckpt = self.latest_checkpoint()
         if ckpt is None:
@@ -230,6 +260,8 @@ class RunDir:
         return ckpt / STEP_MODEL, False
 
     def weights_hint(self, path: Path) -> str:
+        if path == self.best_weights:
+            return f"delete it and train the run again (or pass the final weights by removing {path.name})"
         if path == self.final_weights:
             return f"delete it and run simtool train --resume {self.path} to write it again from the last checkpoint, or train the run again"
         return f"delete {path.parent} and resume from an earlier checkpoint, or train the run again"

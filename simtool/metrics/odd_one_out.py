@@ -268,6 +268,7 @@ def odd_one_out_accuracy(
     repeats: int = 10,
     seed: int = 0,
     exclude_same_object: bool = False,
+    per_anchor: bool = False,
 ) -> dict:
     """Odd-one-out accuracy of embeddings ``emb`` at ``level`` (Aubret et al., ICDL 2024).
 
@@ -282,6 +283,8 @@ def odd_one_out_accuracy(
         repeats: triplets drawn per anchor.
         seed: seed of the triplet sampler.
         exclude_same_object: see :func:`sample_odd_one_out_triplets`.
+        per_anchor: also return ``"correct_per_anchor"``: ``(n_anchors,)`` int64 number of solved
+            triplets (out of ``repeats``) of every anchor, in anchor order (the draws are the same).
 
     Returns:
         ``{"level", "accuracy", "n_triplets", "n_anchors", "skipped", "stderr"}``: ``accuracy`` is
@@ -299,13 +302,15 @@ def odd_one_out_accuracy(
     triplets, skipped = sample_odd_one_out_triplets(room, category, obj, level, repeats, rng, exclude_same_object)
     n_anchors = len(triplets) // int(repeats)
     accuracy = stderr = float("nan")
+    counts = np.zeros(0, dtype=np.int64)
     if n_anchors:
         correct = triplet_correct(emb, triplets).cpu().numpy()
-        per_anchor = correct.reshape(n_anchors, int(repeats)).mean(axis=1)
-        accuracy = float(per_anchor.mean())
+        counts = correct.reshape(n_anchors, int(repeats)).sum(axis=1).astype(np.int64)
+        anchor_acc = correct.reshape(n_anchors, int(repeats)).mean(axis=1)
+        accuracy = float(anchor_acc.mean())
         if n_anchors > 1:
-            stderr = float(per_anchor.std(ddof=1) / math.sqrt(n_anchors))
-    return {
+            stderr = float(anchor_acc.std(ddof=1) / math.sqrt(n_anchors))
+    out = {
         "level": level,
         "accuracy": accuracy,
         "n_triplets": int(len(triplets)),
@@ -313,3 +318,6 @@ def odd_one_out_accuracy(
         "skipped": int(skipped),
         "stderr": stderr,
     }
+    if per_anchor:
+        out["correct_per_anchor"] = counts
+    return out

@@ -45,6 +45,7 @@ class OptimSpec(Spec):
     weight_decay: float = Field(1e-6, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    fused: bool = Field(False, description="adam/adamw: torch's fused implementation (faster for many small steps)")
     param_groups: list[ParamGroupSpec] = []
 
 
@@ -55,13 +56,17 @@ class ScheduleSpec(Spec):
 
 class LoopSpec(Spec):
     epochs: int = Field(100, ge=1)
-    batch_size: int = Field(64, ge=2, description="items per device per step")
+    batch_size: int = Field(64, ge=2, description="items per step over all processes (the global batch)")
+    batch_size_per_device: Optional[int] = Field(None, ge=1, description="filled in by the engine: batch_size / number of processes")
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl records")
     eval_every: int = Field(1, ge=0, description="epochs between validation passes (0 = never)")
 
 
 class CheckpointSpec(Spec):
     every: int = Field(0, ge=0, description="steps between resumable checkpoints (0 = at epoch ends only)")
+    best: Optional[str] = Field(None, description="a validation figure the method reports (e.g. val/fstrt): keep checkpoints/best.safetensors, "
+                                "the weights of the validation pass where it was best; save-embeddings and evaluate then use them")
+    best_mode: Literal["max", "min"] = Field("max", description="whether a larger (max) or smaller (min) value of checkpoint.best is better")
 
 
 class BaseDataSpec(Spec):
@@ -87,4 +92,4 @@ class CommonSpec(Spec):
 # Keys of a resolved train spec that say where or how fast a run ran, not what it learned:
 # ``compare`` ignores them when it looks for settings that differ between runs.
 RUN_ONLY_KEYS = ("seed", "device", "profile", "data.path", "data.cache", "data.num_workers",
-                 "loop.log_every", "loop.eval_every", "checkpoint.every")
+                 "loop.log_every", "loop.eval_every", "loop.batch_size_per_device", "checkpoint.every")

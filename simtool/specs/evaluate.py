@@ -44,6 +44,12 @@ class CompareSpec(Spec):
     out: Optional[str] = None
     layer: Optional[str] = None
     names: Optional[list[str]] = Field(None, description="group names, one per target, in target order")
+    layer_of: dict[str, str] = Field(default_factory=dict, description="group (label or name) -> its own layer in the --layer view")
+    reference: Optional[str] = Field(None, description="group to take paired differences against")
+    bootstrap: int = Field(1000, ge=0, le=100000, description="bootstrap resamples of the paired differences (0: none)")
+    seed: int = Field(0, description="seed of the bootstrap and of the RSA/CKA subsample")
+    max_items: int = Field(2000, ge=3, description="most items (shared ids) for RSA and CKA")
+    figures: bool = Field(True, description="write PNG figures with --out")
 
 
 def options_type():

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from simtool.errors import UserError
 from simtool.specs.base import deep_merge, load_yaml, parse_set, validate
-from simtool.specs.data import BuildDataSpec
 
 NO_PROFILE = "none"
 TOY_PROFILE = "toyworld"
@@ -118,7 +117,26 @@ def resolve_train_spec(
     return validate_train_spec(merged, "train spec")
 
 
-def resolve_build_spec(fmt: str, out: str, source: str | None = None, config: str | None = None, sets: list[str] | None = None, seed: int | None = None) -> BuildDataSpec:
+def resolve_build_spec(
+    fmt: str,
+    out: str,
+    source: str | None = None,
+    config: str | None = None,
+    sets: list[str] | None = None,
+    seed: int | None = None,
+    options: dict | None = None,
+):
+    """The build-data spec of ``--format fmt``: config file -> --set -> flags (later wins).
+
+    ``options`` maps CLI flags (``"--max-side"``, ``"--kind"``, ...) to values (None = not given):
+    a flag names a top-level key of the format's spec (``max_side``) or a key of its options
+    section (``triplets.kind``); a flag the format does not have is one error sentence.
+    """
+    from simtool.specs.data import BUILD_SPECS
+
+    cls = BUILD_SPECS.get(fmt)
+    if cls is None:
+        raise UserError(f"Unknown --format {fmt!r}; choose one of: {', '.join(BUILD_SPECS)}.")
     merged: dict = {}
     if config:
         merged = deep_merge(merged, load_yaml(config))
@@ -128,4 +146,21 @@ def resolve_build_spec(fmt: str, out: str, source: str | None = None, config: st
         merged["source"] = str(source)
     if seed is not None:
         merged["seed"] = seed
-    return validate(BuildDataSpec, merged, "build-data spec")
+    section = cls.model_fields.get(fmt)
+    section_cls = section.annotation if section is not None else None
+    for flag, value in (options or {}).items():
+        if value is None:
+            continue
+        key = flag.lstrip("-").replace("-", "_")
+        if key in cls.model_fields and key not in ("format", "out", fmt):
+            merged[key] = value
+        elif section_cls is not None and key in section_cls.model_fields:
+            merged.setdefault(fmt, {})
+            if not isinstance(merged[fmt], dict):
+                raise UserError(f"The {fmt!r} section of the build-data spec must be a mapping.")
+            merged[fmt][key] = value
+        else:
+            owners = [name for name, c in BUILD_SPECS.items() if key in c.model_fields or (name in c.model_fields and key in c.model_fields[name].annotation.model_fields)]
+            where = f"it is an option of --format {', '.join(owners)}" if owners else "see simtool build-data --help"
+            raise UserError(f"{flag} does not apply to --format {fmt}; {where}.")
+    return validate(cls, merged, "build-data spec")

@@ -2,7 +2,17 @@
 
 A run is loaded through its model card (:func:`simtool.models.load_model`), so this stage never
 imports training code. The images come from the dataset directory the card names (or ``--data``
-when it moved), which must have the same content fingerprint.
+when it moved), which must have the same content fingerprint. A run with ``best.safetensors`` (the
+best validation pass, ``checkpoint.best``) is embedded with those weights.
+
+Index models (the psycho teachers, card ``input.kind: items``) embed the items of a ``triplets``
+dataset, no pixels: ``(N, R, D)`` with R the run's repetitions. Several teacher runs export as one
+ensemble: their repetitions are stacked along R (one model in the file, every repetition's run and
+seed in its provenance). Image models of a ``triplets`` dataset embed one row per item (the items
+with an image): the mean of the item's images' embeddings (``item_images``), or its one image. The
+embeddings of a ``triplets`` dataset carry the dataset's labelled triplets of the split whose three
+items are all exported (all triplets with ``--split all``), as row numbers, so the file evaluates on
+its own (``evaluate --type triplets``).
 """
 
 from __future__ import annotations
@@ -16,11 +26,12 @@ import pyarrow as pa
 import torch
 from rich.console import Console
 
-from simtool.data.augment import BatchAugment
+from simtool.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
+from simtool.data.images import center_box
 from simtool.engine.device import resolve_device
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset
-from simtool.formats.embeddings import ROOM_PREFIX, Embeddings, check_out_path, write_embeddings
+from simtool.formats.embeddings import Embeddings, check_out_path, write_embeddings
 from simtool.formats.run_dir import RunDir
 from simtool.formats.weights import SPEC_KEY, read_metadata
 from simtool.io import canonical_hash
@@ -36,20 +47,28 @@ class LoadedRun:
     spec: dict
     weights: Path
     finished: bool
+    best: dict | None = None  # what best.safetensors records when those are the weights used
+
+    @property
+    def is_index_model(self) -> bool:
+        """True for models that embed item indices (teachers), not images."""
+        return (self.card.get("input") or {}).get("kind") == "items"
 
 
 def load_run(run_dir: str | Path, console: Console | None = None) -> LoadedRun:
     run = RunDir(run_dir)
     weights, finished = run.weights()
+    best = run.best_info() if weights == run.best_weights else None
     if not finished and console:
-        console.print(f"[yellow]{run.path} has not finished; using its latest checkpoint {weights.parent.name}.[/]", soft_wrap=True)
+        what = "its best validation pass so far" if best is not None else f"its latest checkpoint {weights.parent.name}"
+        console.print(f"[yellow]{run.path} has not finished; using {what}.[/]", soft_wrap=True)
     hint = run.weights_hint(weights)
     model = load_model(weights, hint)
     try:
         spec = json.loads(read_metadata(weights, hint).get(SPEC_KEY, "{}"))
     except ValueError:
         spec = {}
-    return LoadedRun(run, run.name, model, model.simtool_card, spec, weights, finished)
+    return LoadedRun(run, run.name, model, model.simtool_card, spec, weights, finished, best)
 
 
 def open_dataset(card: dict, data: str | None) -> Dataset:
@@ -68,21 +87,26 @@ def open_dataset(card: dict, data: str | None) -> Dataset:
 
 
 def rows_table(ds: Dataset, rows: np.ndarray) -> tuple[pa.Table, dict]:
-    """The rows table of dataset ``rows`` (ids, split, every label level) and its info."""
+    """The rows table of dataset ``rows`` (id, row, split, every label level of the kind) and its info.
+
+    The levels come from :meth:`Dataset.labels` (video: category, object, frame, ``room:<name>``;
+    classes: class; triplets: item, class when known); the info holds the category (or class)
+    names and the room names of every stored room assignment.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
     cols = {
         "id": pa.array(ds.ids(rows), pa.string()),
         "row": pa.array(rows, pa.int64()),
-        "split": pa.array(ds.split[rows], pa.string()),
-        "category": pa.array(ds.category[rows], pa.int64()),
-        "object": pa.array(ds.object_names[rows], pa.string()),
-        "frame": pa.array(ds.frame[rows], pa.int64()),
+        "split": pa.array(ds.split_of(rows), pa.string()),
     }
-    rooms = {}
-    for which in ds.room_assignments:
-        room_of_category, names, _ = ds.rooms(which)
-        cols[ROOM_PREFIX + which] = pa.array(room_of_category[ds.category[rows]], pa.int64())
-        rooms[which] = names
-    return pa.table(cols), {"category_names": ds.category_names, "rooms": rooms}
+    for name, values in ds.labels(rows).items():
+        values = np.asarray(values)
+        cols[name] = pa.array(values, pa.string() if values.dtype.kind in "US" else pa.int64())
+    rooms = {which: ds.rooms(which)[1] for which in ds.room_assignments}
+    info = {"category_names": ds.category_names if ds.kind == "video" else [], "rooms": rooms}
+    if ds.kind in ("classes", "triplets") and getattr(ds, "class_names", None):
+        info["class_names"] = list(ds.class_names)
+    return pa.table(cols), info
 
 
 @torch.no_grad()
@@ -93,18 +117,76 @@ def embed_rows(loaded: LoadedRun, ds: Dataset, rows: np.ndarray, layers: list[st
     unknown = [x for x in layers if x not in available]
     if unknown:
         raise UserError(f"Layer {unknown[0]!r} is not in {loaded.name}; its layers are: {', '.join(available)}.")
-    size = int(loaded.card.get("input", {}).get("image_size", 224))
-    store = ds.images(size)
-    eval_aug = BatchAugment(size, "eval")
     model = loaded.model.to(device)
+    if loaded.is_index_model:  # teachers: item indices in, (N, R, D) out
+        n_items = int((loaded.card.get("input") or {}).get("n_items", len(ds)))
+        if ds.kind != "triplets" or n_items != len(ds):
+            raise UserError(f"{loaded.name} embeds the {n_items} items of the triplets dataset it was trained on, and {ds.root} is not it; pass that dataset with --data.")
+        out = model.embed(torch.as_tensor(np.asarray(rows, dtype=np.int64), device=device), tuple(layers))
+        return {layer: out[layer].float().cpu().contiguous() for layer in layers}
+    spec_in = loaded.card.get("input", {})
+    size = int(spec_in.get("image_size", 224))
+    box = center_box(float(spec_in.get("crop_frac", 1.0)))
+    mean, std = spec_in.get("mean", IMAGENET_MEAN), spec_in.get("std", IMAGENET_STD)
+    store = ds.images(size)
+    images, owner = image_rows(ds, rows)
     chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-    for start in range(0, len(rows), batch_size):
-        idx = ds.index[rows[start : start + batch_size]]
-        x = eval_aug(store.load(idx).to(device))
+    for start in range(0, len(images), batch_size):
+        idx = images[start : start + batch_size]
+        x = normalize(store.load_crops(idx, lambda w, h: box).to(device), mean, std)
         out = model.embed(x, tuple(layers))
         for layer in layers:
             chunks[layer].append(out[layer].float().cpu())
-    return {layer: torch.cat(chunks[layer]).unsqueeze(1) for layer in layers}
+    result = {}
+    for layer in layers:
+        emb = torch.cat(chunks[layer])
+        if owner is not None:  # several images per row: their mean
+            total = torch.zeros(len(rows), emb.shape[1])
+            total.index_add_(0, torch.from_numpy(owner), emb)
+            emb = total / torch.from_numpy(np.bincount(owner, minlength=len(rows))).float().unsqueeze(1)
+        result[layer] = emb.unsqueeze(1)
+    return result
+
+
+def image_rows(ds: Dataset, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image-store indices to embed for dataset ``rows`` and, when a row has several images (the
+    items of a triplets dataset with ``item_images``), the row position of every image."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if ds.kind != "triplets" or ds.item_images is None:
+        return ds.index[rows], None
+    item, image = ds.item_images
+    pos = np.full(len(ds), -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    keep = pos[item] >= 0
+    order = np.argsort(pos[item][keep], kind="stable")
+    return image[keep][order], pos[item][keep][order]
+
+
+def export_rows(ds: Dataset, split: str, index_models: bool) -> np.ndarray:
+    """The dataset rows to export for ``split``: for image models of a triplets dataset only the
+    items that have an image."""
+    rows = ds.rows(split)
+    if ds.kind == "triplets" and not index_models:
+        has = ds.item_index[rows] >= 0
+        if ds.item_images is not None:
+            has |= np.isin(rows, ds.item_images[0])
+        rows = rows[has]
+    return rows
+
+
+def triplets_of(ds: Dataset, rows: np.ndarray, split: str):
+    """The labelled triplets of ``split`` (every one for 'all') whose items are all among ``rows``,
+    as row positions; None for datasets without triplets."""
+    if ds.kind != "triplets":
+        return None
+    from simtool.formats.embeddings import Triplets
+
+    sel = ds.triplet_rows(split)
+    pos = np.full(len(ds), -1, dtype=np.int64)
+    pos[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))
+    idx = pos[ds.triplets[sel]]
+    inside = (idx >= 0).all(1)
+    return Triplets(idx[inside], ds.triplet_kind[sel][inside], ds.triplet_split[sel][inside])
 
 
 def _provenance(loaded: LoadedRun, name: str, layers: list[str]) -> dict:
@@ -120,9 +202,24 @@ def _provenance(loaded: LoadedRun, name: str, layers: list[str]) -> dict:
         "model": loaded.card.get("model"),
         "layers": layers,
         "finished": loaded.finished,
+        "weights": "best" if loaded.best is not None else ("final" if loaded.finished else "checkpoint"),
+        "best": loaded.best,
         "context": loaded.card.get("context", {}),
         "dataset": loaded.card.get("dataset", {}),
     }
+
+
+def _ensemble_provenance(parts: list[tuple[LoadedRun, int]], name: str, layers: list[str]) -> dict:
+    """Provenance of teacher runs stacked along R: the first run's, plus every repetition's run and seed."""
+    first = _provenance(parts[0][0], name, layers)
+    reps = []
+    for loaded, r in parts:
+        seed = loaded.spec.get("seed")
+        reps += [{"run": str(loaded.run.path), "seed": seed, "repeat": i} for i in range(r)]
+    first["runs"] = [str(loaded.run.path) for loaded, _ in parts]
+    first["repetitions"] = reps
+    first["finished"] = all(loaded.finished for loaded, _ in parts)
+    return first
 
 
 def embed_runs(runs: list[str], split: str, layers: list[str] | None, device_name: str, batch_size: int, data: str | None = None, console: Console | None = None) -> Embeddings:
@@ -132,27 +229,44 @@ def embed_runs(runs: list[str], split: str, layers: list[str] | None, device_nam
     models: list[dict] = []
     ds = rows = None
     names: set[str] = set()
-    for run_path in runs:
-        loaded = load_run(run_path, console)
+    loaded_runs = [load_run(run_path, console) for run_path in runs]
+    index_models = [lr.is_index_model for lr in loaded_runs]
+    if any(index_models) and not all(index_models):
+        teachers = ", ".join(lr.name for lr in loaded_runs if lr.is_index_model)
+        raise UserError(f"Teacher runs ({teachers}) embed items and image models embed images; export them to separate files (one save-embeddings per kind).")
+    ensemble: list[tuple[LoadedRun, int]] = []
+    for run_path, loaded in zip(runs, loaded_runs):
         fp = (loaded.card.get("dataset") or {}).get("fingerprint")
         if ds is None:
             ds = open_dataset(loaded.card, data)
-            rows = ds.rows(split)
+            rows = export_rows(ds, split, loaded.is_index_model)
             if len(rows) == 0:
-                raise UserError(f"The dataset {ds.root} has no {split!r} rows; choose another --split.")
+                raise UserError(f"The dataset {ds.root} has no {split!r} rows{' with an image' if ds.kind == 'triplets' else ''}; choose another --split.")
         elif fp and fp != ds.fingerprint:
             raise UserError(f"{run_path} was trained on another dataset than the first run ({fp[:19]} vs {ds.fingerprint[:19]}); save embeddings of one dataset per file.")
+        embs = embed_rows(loaded, ds, rows, layers, device)
+        if loaded.is_index_model:  # teachers: one ensemble, repetitions stacked along R
+            for layer, t in embs.items():
+                key = layer
+                if key in tensors and tensors[key].shape[2] != t.shape[2]:
+                    raise UserError(f"The teacher runs have different dimensions ({tensors[key].shape[2]} and {t.shape[2]} in {loaded.name}); export teachers of one dimension together.")
+                tensors[key] = torch.cat([tensors[key], t], 1) if key in tensors else t
+            ensemble.append((loaded, next(iter(embs.values())).shape[1] if embs else 0))
+            continue
         name, n = loaded.name, 1
         while name in names:
             n += 1
             name = f"{loaded.name}-{n}"
         names.add(name)
-        embs = embed_rows(loaded, ds, rows, layers, device)
         for layer, t in embs.items():
             tensors[f"{name}/{layer}"] = t.contiguous()
         models.append(_provenance(loaded, name, list(embs)))
+    if ensemble:
+        name = "+".join(dict.fromkeys(lr.name for lr, _ in ensemble)) if len(ensemble) > 1 else ensemble[0][0].name
+        tensors = {f"{name}/{layer}": t.contiguous() for layer, t in tensors.items()}
+        models = [_ensemble_provenance(ensemble, name, [k.split("/", 1)[1] for k in tensors])]
     table, info = rows_table(ds, rows)
-    return Embeddings(rows=table, models=models, tensors=tensors, dataset=ds.ref(), split=split, info=info)
+    return Embeddings(rows=table, models=models, tensors=tensors, dataset=ds.ref(), split=split, info=info, triplets=triplets_of(ds, rows, split))
 
 
 def save_embeddings(spec, console: Console | None = None) -> dict:

@@ -35,6 +35,9 @@ def load_target(spec, console: Console | None = None):
     if target.suffix in ARRAY_SUFFIXES:
         from simtool.formats.embeddings import read_array
 
+        reader = getattr(get_evaluator(spec.options.type), "read_array", None)  # an evaluator may read its own labels (triplets)
+        if reader is not None:
+            return reader(target, spec.labels, spec.options), None
         return read_array(target, spec.labels), None
     from simtool.formats.embeddings import read_embeddings
 
@@ -48,6 +51,7 @@ def evaluate(spec, console: Console | None = None) -> tuple[dict, list[Path]]:
     emb, run = load_target(spec, console)
     if len(emb) == 0:
         raise UserError(f"There are no {spec.split!r} rows to evaluate; choose another --split.")
+    evaluator.device = spec.device  # evaluators that compute on a device (classes) read it
     records = evaluator.evaluate(emb, spec.options, spec.layers)
     for r in records:
         r["target"] = str(spec.target)

@@ -17,10 +17,10 @@ from simtool.formats.dataset_dir import CARD, FORMAT_VERSION
 from simtool.formats.run_dir import RunDir
 from simtool.io import cache_dir
 from simtool.methods import build_method
-from simtool.specs.data import BuildDataSpec, ToyWorldSpec
+from simtool.specs.data import ToyWorldBuildSpec, ToyWorldSpec
 from simtool.specs.train import validate_train_spec
 
-TOYWORLD_VERSION = 1  # bump when the renderer's output changes
+TOYWORLD_VERSION = 2  # bump when the renderer's output changes (2: the toy triplets in DIR/triplets)
 
 
 class AlreadyFinished(Exception):
@@ -43,21 +43,31 @@ def ensure_default_toyworld(console: Console | None = None) -> Path:
     if console:
         console.print(f"Building the default toy world into {path} (once) ...", soft_wrap=True)
     try:
-        build_dataset(BuildDataSpec(format="toyworld", out=str(path), seed=0))
+        build_dataset(ToyWorldBuildSpec(format="toyworld", out=str(path), seed=0))
     except UserError:
         if not (path / CARD).is_file():  # lost a race with another process: fine if it finished
             raise
     return path
 
 
+def default_dataset(method: str) -> Path:
+    """The default data of ``method``: the toy world, or the part of it the method's class names in
+    its ``default_dataset`` attribute (e.g. ``"triplets"``: the toy world's triplet judgements)."""
+    from simtool.methods import get_method
+
+    sub = getattr(get_method(method).factory, "default_dataset", "") or ""
+    return default_toyworld_path() / sub if sub else default_toyworld_path()
+
+
 def prepare(spec, console: Console | None = None):
-    """Fill in the default toy world when the spec names no data (built by rank 0 only)."""
+    """Fill in the method's default dataset (in the default toy world) when the spec names no data
+    (built by rank 0 only)."""
     if spec.data.path is None:
         dist = setup_distributed()
         if dist.is_main:
             ensure_default_toyworld(console)
         barrier(dist)
-        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(default_toyworld_path())})})
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(default_dataset(spec.method))})})
     return spec
 
 

@@ -1,0 +1,283 @@
+"""Class retrieval metrics from exact k-nearest neighbours: P@1, Recall@K, R-Precision, MAP@R.
+
+Every item is a query against all other items (the query is removed from its own neighbours).
+For a query ``q`` of class ``c`` with ``R = |c| - 1`` other items of its class and neighbours
+``n_1, n_2, ...`` (most similar first), with ``rel(i) = [class(n_i) == c]``:
+
+=============  ===========================================================================
+metric         per query (the reported figure is the mean over queries)
+=============  ===========================================================================
+P@1            ``rel(1)``
+Recall@K       ``1`` if any of ``n_1 .. n_K`` is of class ``c`` (the metric-learning "R@K")
+R-Precision    ``(1/R) * sum_{i<=R} rel(i)``
+MAP@R          ``(1/R) * sum_{i<=R} rel(i) * P(i)`` with ``P(i) = (1/i) * sum_{j<=i} rel(j)``
+               (K. Musgrave, S. Belongie, S.-N. Lim, "A Metric Learning Reality Check",
+               ECCV 2020)
+=============  ===========================================================================
+
+Queries of classes with a single item (``R = 0``) have no correct neighbour: they are left out of
+every metric and counted (they still serve as neighbours of the other queries).
+
+Neighbours are exact: similarities come from chunked matrix products on the target device (a
+``query_block × ref_block`` tile at a time, never an ``N × N`` matrix), and equal similarities
+(as computed in float32, e.g. duplicate embeddings) are broken by the lower item index. Values
+that are equal in exact arithmetic but differ in float32's last bit rank as float32 says, which
+can depend on the tile shape. ``k`` is the largest class size minus one (enough for R-Precision
+and MAP@R) or the largest K of Recall@K, whichever is larger.
+
+How the exact top-k stays cheap: each tile's columns are split into ``g`` interleaved groups and
+only every group's maximum is kept (a fast reduction). The true top-k items of a query lie in the
+groups whose maximum is at least the k-th largest group maximum; a few more than k groups are
+taken, their members re-scored exactly and ranked by (similarity, then lower index). A query
+whose selection cannot prove that (ties at the boundary, e.g. duplicate embeddings) is redone
+with a plain exact tile-by-tile top-k, so the result never depends on the shortcut.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["DISTANCES", "prepare", "knn", "knn_chunks", "retrieval_metrics", "recall_name"]
+
+DISTANCES = ("cosine", "euclidean")
+_LOW = 0xFFFFFFFF
+_NEG = -math.inf
+
+
+def recall_name(k: int) -> str:
+    return f"recall_at_{k}"
+
+
+def _keys(values: Tensor, index: Tensor) -> Tensor:
+    """int64 keys ordering (value descending, index ascending) as plain integer descending order."""
+    bits = (values.float() + 0.0).contiguous().view(torch.int32)  # + 0.0 turns -0.0 into +0.0
+    mono = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)  # order-preserving int of a float
+    return (mono << 32) | (_LOW - index)
+
+
+def _index_of(keys: Tensor) -> Tensor:
+    return _LOW - (keys & _LOW)
+
+
+def _value_of(keys: Tensor) -> Tensor:
+    mono = (keys >> 32).to(torch.int32)
+    return (mono ^ ((mono >> 31) & 0x7FFFFFFF)).view(torch.float32)
+
+
+def prepare(x: Tensor, distance: str = "cosine", device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """(queries, references) as float32 on ``device`` whose dot product ranks like ``distance``.
+
+    cosine: L2-normalised rows (a zero row has similarity 0 with everything). euclidean:
+    ``q' = [q, -1/2]`` and ``x' = [x, |x|^2]``, so ``q'.x' = q.x - |x|^2 / 2`` orders the
+    references of every query by increasing Euclidean distance.
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if x.dim() != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {tuple(x.shape)}")
+    device = torch.device(device) if device is not None else x.device
+    x = x.detach().to(device=device, dtype=torch.float32)
+    if distance == "cosine":
+        ref = F.normalize(x, p=2, dim=1)
+        return ref, ref
+    sq = (x.double() ** 2).sum(1, keepdim=True).float()
+    ref = torch.cat([x, sq], 1)
+    query = torch.cat([x, torch.full_like(sq, -0.5)], 1)
+    return query, ref
+
+
+def _group_size(n: int, kk: int, d: int, ref_block: int) -> int:
+    """Interleaved groups per tile: balances the top-k over n/g group maxima against re-scoring kk*g items."""
+    g = math.sqrt(n / max(1, kk * d))
+    g = 1 << max(0, int(round(math.log2(max(g, 1.0)))))
+    return int(min(g, ref_block, 64))
+
+
+def _exact_rows(q: Tensor, ref: Tensor, rows: Tensor, k: int, ref_block: int) -> tuple[Tensor, Tensor]:
+    """Plain exact top-k of query rows ``rows`` (global indices) tile by tile: (keys (m, k))."""
+    n = ref.shape[0]
+    best = None
+    for rs in range(0, n, ref_block):
+        w = min(ref_block, n - rs)
+        s = q @ ref[rs : rs + w].T
+        hit = (rows >= rs) & (rows < rs + w)
+        if hit.any():
+            r = hit.nonzero().flatten()
+            s[r, rows[r] - rs] = _NEG
+        cols = torch.arange(rs, rs + w, device=q.device).expand_as(s)
+        blk = _keys(s, cols).topk(min(k, w), dim=1).values
+        best = blk if best is None else torch.cat([best, blk], 1).topk(min(k, best.shape[1] + blk.shape[1]), dim=1).values
+    return best
+
+
+def knn_chunks(
+    query: Tensor,
+    ref: Tensor,
+    k: int,
+    query_block: int | None = None,
+    ref_block: int | None = None,
+    extra_groups: int | None = None,
+) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Exact k nearest neighbours of every row of ``query`` among the rows of ``ref`` (same items).
+
+    Args:
+        query, ref: ``(N, D)`` float32 from :func:`prepare`, on the target device; row ``i`` of
+            both is item ``i``, which is never its own neighbour.
+        k: neighbours per query, ``1 <= k <= N - 1``.
+        query_block, ref_block: tile size (default 256 × 2048 on CPU, 4096 × 8192 on CUDA).
+        extra_groups: groups taken beyond ``k`` (default ``max(2, k // 4)``).
+
+    Yields:
+        ``(start, indices, similarities)`` per block of queries: ``(b, k)`` int64 neighbour
+        indices, most similar first, ties broken by the lower index, and their float32 scores.
+    """
+    n = query.shape[0]
+    if ref.shape[0] != n:
+        raise ValueError(f"query and ref must hold the same N items, got {n} and {ref.shape[0]}")
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k must be in 1..N-1 = {n - 1}, got {k}")
+    device = query.device
+    cuda = device.type == "cuda"
+    bq = int(query_block or (4096 if cuda else 256))
+    br = int(ref_block or (8192 if cuda else 2048))
+    br = max(1, min(br, 1 << max(0, math.ceil(math.log2(n)))))
+    kk = k + (max(2, k // 4) if extra_groups is None else int(extra_groups))
+    g = _group_size(n, kk, query.shape[1], br)
+    while br % g:
+        g //= 2
+    ngb = br // g  # groups per tile
+    nb = -(-n // br)  # tiles per row of queries
+    n_groups = nb * ngb
+    kk = min(kk, n_groups)
+    tile = torch.empty(bq, br, device=device)
+    gmax = torch.empty(nb, bq, ngb, device=device)
+    t_off = (torch.arange(g, device=device) * ngb).view(1, 1, g)
+    for qs in range(0, n, bq):
+        b = min(bq, n - qs)
+        q = query[qs : qs + b]
+        s = tile[:b]
+        for j in range(nb):
+            rs = j * br
+            w = min(br, n - rs)
+            if w == br:
+                torch.mm(q, ref[rs : rs + br].T, out=s)
+            else:
+                s[:, :w] = q @ ref[rs : rs + w].T
+                s[:, w:] = _NEG
+            lo, hi = max(qs, rs), min(qs + b, rs + w)
+            if lo < hi:
+                r = torch.arange(lo, hi, device=device)
+                s[r - qs, r - rs] = _NEG
+            torch.amax(s.view(b, g, ngb), 1, out=gmax[j, :b])
+        groups = gmax[:, :b].permute(1, 0, 2).reshape(b, n_groups)
+        top = groups.topk(kk, dim=1)
+        ok = top.values[:, kk - 1] < top.values[:, k - 1] if kk < n_groups else torch.ones(b, dtype=torch.bool, device=device)
+        gid = top.indices  # (b, kk) group ids: tile j = gid // ngb, column within tile = gid % ngb + t * ngb
+        cols = ((gid // ngb) * br + gid % ngb).unsqueeze(-1) + t_off  # (b, kk, g)
+        cols = cols.view(b, kk * g)
+        me = torch.arange(qs, qs + b, device=device).unsqueeze(1)
+        valid = (cols < n) & (cols != me)
+        cand = ref.index_select(0, cols.clamp(max=n - 1).flatten()).view(b, kk * g, -1)
+        sims = torch.bmm(cand, q.unsqueeze(-1)).squeeze(-1)
+        sims = sims.masked_fill(~valid, _NEG)
+        keys = _keys(sims, cols).topk(k, dim=1).values
+        if not bool(ok.all()):
+            bad = (~ok).nonzero().flatten()
+            keys[bad] = _exact_rows(q[bad], ref, bad + qs, k, br)
+        yield qs, _index_of(keys), _value_of(keys)
+
+
+def knn(x: Tensor, k: int, distance: str = "cosine", device: torch.device | str | None = None, **blocks) -> Tensor:
+    """``(N, k)`` int64 exact nearest-neighbour indices (self excluded, ties → lower index), on the CPU."""
+    query, ref = prepare(x, distance, device)
+    out = torch.empty(x.shape[0], k, dtype=torch.int64)
+    for start, idx, _ in knn_chunks(query, ref, k, **blocks):
+        out[start : start + idx.shape[0]] = idx.cpu()
+    return out
+
+
+def retrieval_metrics(
+    x: Tensor,
+    labels,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    distance: str = "cosine",
+    device: torch.device | str | None = None,
+    **blocks,
+) -> dict:
+    """P@1, Recall@K, R-Precision and MAP@R of embeddings ``x`` with class ``labels``.
+
+    Args:
+        x: ``(N, D)`` embeddings (any float dtype and device; moved to ``device``).
+        labels: ``(N,)`` class of every item (any values; compared for equality).
+        ks: the K of Recall@K.
+        distance: ``cosine`` or ``euclidean``.
+
+    Returns:
+        A dict with, per metric (``precision_at_1``, ``recall_at_<K>`` for every K,
+        ``r_precision``, ``map_at_r``), the per-query values of the ``n_queries`` queries whose class
+        has more than one item (a numpy array in item order: bool for P@1 and Recall@K, float64
+        otherwise), and ``n_items``, ``n_queries``, ``n_classes``, ``singleton_classes``, ``k`` (the
+        neighbours retrieved per query), ``queries`` (the item indices of the queries).
+    """
+    labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
+    if labels.ndim != 1 or len(labels) != x.shape[0]:
+        raise ValueError(f"labels must be (N,) = ({x.shape[0]},), got shape {labels.shape}")
+    ks = sorted({int(v) for v in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"every K of Recall@K must be >= 1, got {list(ks)}")
+    n = len(labels)
+    _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    codes = codes.reshape(-1)
+    r_all = counts[codes] - 1
+    valid = r_all > 0
+    out = {
+        "n_items": int(n),
+        "n_classes": int(len(counts)),
+        "singleton_classes": int((counts == 1).sum()),
+        "n_queries": int(valid.sum()),
+        "queries": np.flatnonzero(valid),
+    }
+    names = ["precision_at_1", *(recall_name(v) for v in ks), "r_precision", "map_at_r"]
+    if out["n_queries"] == 0:
+        out.update({m: np.zeros(0, dtype=bool if m != "r_precision" and m != "map_at_r" else np.float64) for m in names})
+        out["k"] = 0
+        return out
+    k = int(min(n - 1, max(int(r_all.max()), ks[-1])))
+    out["k"] = k
+    query, ref = prepare(x, distance, device)
+    dev = query.device
+    lab = torch.from_numpy(codes).to(dev)
+    r_t = torch.from_numpy(r_all).to(dev)
+    p1 = np.zeros(n, dtype=bool)
+    rec = {v: np.zeros(n, dtype=bool) for v in ks}
+    rp = np.zeros(n, dtype=np.float64)
+    mapr = np.zeros(n, dtype=np.float64)
+    pos = torch.arange(k, device=dev).unsqueeze(0)
+    for start, idx, _ in knn_chunks(query, ref, k, **blocks):
+        b = idx.shape[0]
+        mine = lab[start : start + b]
+        r = r_t[start : start + b]
+        match = lab[idx] == mine.unsqueeze(1)  # (b, k)
+        within = pos < r.unsqueeze(1)
+        rel = match & within
+        hits = rel.sum(1).double()
+        prec = match.double().cumsum(1) / (pos + 1).double()
+        rden = r.clamp(min=1).double()
+        sl = slice(start, start + b)
+        p1[sl] = match[:, 0].cpu().numpy()
+        for v in ks:
+            rec[v][sl] = match[:, : min(v, k)].any(1).cpu().numpy()
+        rp[sl] = (hits / rden).cpu().numpy()
+        mapr[sl] = ((prec * rel.double()).sum(1) / rden).cpu().numpy()
+    out["precision_at_1"] = p1[valid]
+    for v in ks:
+        out[recall_name(v)] = rec[v][valid]
+    out["r_precision"] = rp[valid]
+    out["map_at_r"] = mapr[valid]
+    return out
