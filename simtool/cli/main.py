@@ -310,7 +310,7 @@ def train(
 def save_embeddings(
     runs: List[Path] = typer.Argument(..., metavar="RUN", help="Run directories."),
     out: Path = typer.Option(..., "--out", help="Output .safetensors file (row ids go beside it)."),
-    split: str = typer.Option("test", "--split", help="train | val | test | all."),
+    split: Optional[str] = typer.Option(None, "--split", help="train | val | test | all (default: all for teacher runs, test for image models)."),
     layers: Optional[List[str]] = typer.Option(None, "--layers", help="Layers to export (repeatable or comma-separated); default all."),
     data: Optional[Path] = typer.Option(None, "--data", help="The runs' dataset directory, if it moved since training."),
     device: str = typer.Option("auto", "--device"),

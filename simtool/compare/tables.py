@@ -15,7 +15,9 @@ def cell(g: Group | None, digits: int = 3) -> str:
     if g is None or g.mean is None:
         return "–"
     spread = g.spread
-    if float(g.mean).is_integer() and not spread:
+    # counts (a dimension, an effective rank rounded by nature) print as integers; a score or a
+    # fraction that happens to be 0 or 1 keeps its decimals
+    if float(g.mean).is_integer() and not spread and not is_score(g.metric, g.level) and g.metric not in ("sparsity", "collapse"):
         return f"{g.mean:.0f}"
     return f"{g.mean:.{digits}f} ± {spread:.{digits}f}" if spread is not None else f"{g.mean:.{digits}f}"
 

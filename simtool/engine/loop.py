@@ -201,12 +201,14 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
         barrier(dist)
 
     t_start = time.time()
+    unit = getattr(method, "throughput_unit", "img")
+    rate_key = "images_per_s" if unit == "img" else f"{unit}_per_s"
     progress = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[ips]:.0f} img/s"),
+        TextColumn("{task.fields[ips]:.0f} " + unit + "/s"),
         TimeRemainingColumn(),
         console=console,
         disable=not dist.is_main,
@@ -235,7 +237,7 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
                     if global_step % spec.loop.log_every == 0 or step == steps_per_epoch - 1:
                         elapsed = max(time.time() - t_window, 1e-9)
                         ips = method.images_per_step * n_window * dist.world_size / elapsed
-                        record = {"type": "train", "epoch": epoch, "step": global_step, "lr": scheduler.get_last_lr()[0], "images_per_s": round(ips, 1)}
+                        record = {"type": "train", "epoch": epoch, "step": global_step, "lr": scheduler.get_last_lr()[0], rate_key: round(ips, 1)}
                         record.update({k: all_reduce_mean(float(np.mean(v)), dist, device) for k, v in window.items()})
                         if dist.is_main:
                             run.append_metrics(record)

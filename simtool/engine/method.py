@@ -48,6 +48,9 @@ class Method(ABC):
         """Validation figures after an epoch (logged as ``"type": "eval"``)."""
         return {}
 
+    #: what :attr:`images_per_step` counts, for the progress bar ("img", "triplets", ...)
+    throughput_unit = "img"
+
     @property
     def images_per_step(self) -> int:
         return 0

@@ -105,9 +105,11 @@ class Teacher(Method):
     def steps_per_epoch(self) -> int:
         return self._steps
 
+    throughput_unit = "triplets"
+
     @property
     def images_per_step(self) -> int:
-        return 0
+        return self.per_step
 
     def _epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This epoch's shuffled triplets ``(R or 1, T, 3)`` and kind codes ``(R or 1, T)``, from

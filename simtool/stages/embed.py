@@ -222,7 +222,7 @@ def _ensemble_provenance(parts: list[tuple[LoadedRun, int]], name: str, layers: 
     return first
 
 
-def embed_runs(runs: list[str], split: str, layers: list[str] | None, device_name: str, batch_size: int, data: str | None = None, console: Console | None = None) -> Embeddings:
+def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, device_name: str, batch_size: int, data: str | None = None, console: Console | None = None) -> Embeddings:
     """Embed ``split`` of the dataset of ``runs`` (which must share one dataset, by content)."""
     device = resolve_device(device_name)
     tensors: dict[str, torch.Tensor] = {}
@@ -234,6 +234,8 @@ def embed_runs(runs: list[str], split: str, layers: list[str] | None, device_nam
     if any(index_models) and not all(index_models):
         teachers = ", ".join(lr.name for lr in loaded_runs if lr.is_index_model)
         raise UserError(f"Teacher runs ({teachers}) embed items and image models embed images; export them to separate files (one save-embeddings per kind).")
+    if split is None:  # teachers: every item (students look rows up by id); image models: the test split
+        split = "all" if all(index_models) else "test"
     ensemble: list[tuple[LoadedRun, int]] = []
     for run_path, loaded in zip(runs, loaded_runs):
         fp = (loaded.card.get("dataset") or {}).get("fingerprint")
