@@ -25,7 +25,7 @@ dataset without them (a THINGS build split by triplet, the class datasets' train
 every epoch: ``val/fstrt`` and ``val/fstr`` (agreement with the mean teacher on ``validation.triplets``
 index triples of validation images drawn once, ``|teacher margin| > validation.threshold``) with a teacher
 file; ``val/precision_at_1`` (nearest neighbour of the same class) on a class dataset; ``val/accuracy`` on
-the labelled validation triplets among validation items when there are any (an item = the mean of its
+the labelled validation triplets among validation items when there are at least 100 (an item = the mean of its
 images' embeddings). ``checkpoint.best`` keeps the best epoch's weights (the presets: FSTRT, or P@1 for the
 class datasets).
 """
@@ -95,6 +95,9 @@ class DistillSpec(CommonSpec):
 # ---------------------------------------------------------------------------------------------
 # images of a dataset and their supervision
 # ---------------------------------------------------------------------------------------------
+
+
+MIN_VAL_TRIPLETS = 100  # fewer labelled validation triplets than this are not scored
 
 
 class ImageRows:
@@ -260,7 +263,8 @@ class Distill(Method):
                           soft_wrap=True, highlight=False)
 
     def _val_triplets(self):
-        """Labelled validation triplets among validation items (triplets datasets), or None."""
+        """Labelled validation triplets among validation items (triplets datasets), or None (also
+        when fewer than ``MIN_VAL_TRIPLETS`` lie among them)."""
         if self.ds.kind != "triplets" or not len(self.val_rows):
             return None
         val_items = np.unique(self.rows.group[self.val_rows])
@@ -269,7 +273,7 @@ class Distill(Method):
             return None
         trip = self.ds.triplets[sel]
         inside = np.isin(trip, val_items).all(1)
-        if not inside.any():
+        if inside.sum() < MIN_VAL_TRIPLETS:  # a handful of triplets is noise, not a figure to select on
             return None
         pos = np.searchsorted(val_items, trip[inside])
         return pos, kind_codes(self.ds.triplet_kind[sel][inside])
