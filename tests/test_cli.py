@@ -30,6 +30,10 @@ def test_list_presets():
     assert result.exit_code == 0
     for p in ("normal", "language_only", "time_only", "simclr", "random_context"):
         assert p in result.output
+    narrowed = run("train", "--list-presets", "--filter", "toy_")
+    assert narrowed.exit_code == 0 and "toy_p_ste" in narrowed.output and "things_p_ste" not in narrowed.output
+    none = run("train", "--list-presets", "--filter", "no-such-preset")
+    assert none.exit_code == 2 and "No preset matches" in none.output
 
 
 @pytest.mark.parametrize(

@@ -249,6 +249,7 @@ def train(
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Repetitions trained side by side in one run (teacher presets: R teachers with different seeds)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and profiles, and exit."),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="With --list-presets: only presets whose name or description contains this text (e.g. things, toy_, stmr)."),
     dry_run: bool = DryRunOpt,
 ):
     """Train a model from a preset (see --list-presets).
@@ -258,8 +259,15 @@ def train(
     from simtool.specs.resolve import list_presets as _list, list_profiles, resolve_train_spec
 
     if list_presets:
-        table = Table("preset", "what it trains", title="simtool presets")
-        for name, desc in _list().items():
+        presets = _list()
+        if filter_:
+            needle = filter_.lower()
+            presets = {n: d for n, d in presets.items() if needle in n.lower() or needle in d.lower()}
+            if not presets:
+                raise UserError(f"No preset matches --filter {filter_!r}; run simtool train --list-presets to see them all.")
+        title = f"simtool presets matching {filter_!r} ({len(presets)})" if filter_ else f"simtool presets ({len(presets)}; --filter TEXT to narrow)"
+        table = Table("preset", "what it trains", title=title)
+        for name, desc in presets.items():
             table.add_row(name, desc)
         out_console.print(table)
         table = Table("profile", "what it changes", title="profiles (--profile NAME)")
