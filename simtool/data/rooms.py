@@ -44,14 +44,20 @@ def parse_room_assignment(obj: dict, n_categories: int, source: str) -> tuple[np
     return room_of_category, names
 
 
-def load_room_assignment(path: str | Path, n_categories: int) -> tuple[np.ndarray, list[str]]:
+def read_room_json(path: str | Path, instead: str = "a JSON file mapping room names to category ids") -> dict:
+    """The raw JSON object of a room assignment file (validate it with :func:`parse_room_assignment`);
+    a missing file or bad JSON is one sentence, suggesting ``instead``."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"The room assignment file {path} does not exist; pass 'semantic', 'random' or a JSON file.")
+        raise UserError(f"The room assignment file {path} does not exist; pass {instead}.")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise UserError(f"The room assignment file {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
+        raise UserError(f"The room assignment file {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+
+
+def load_room_assignment(path: str | Path, n_categories: int) -> tuple[np.ndarray, list[str]]:
+    obj = read_room_json(path, "'semantic', 'random' or a JSON file")
     return parse_room_assignment(obj, n_categories, str(path))
 
 

@@ -15,10 +15,14 @@ from simtool.errors import UserError
 
 
 class Evaluator(ABC):
-    """Base class. ``options`` is the evaluator's pydantic options spec."""
+    """Base class. ``options`` is the evaluator's pydantic options spec; ``device`` is the
+    ``--device`` an evaluator that computes on a device (classes) uses."""
 
     name: str
     options: type
+
+    def __init__(self, device: str = "auto"):
+        self.device = device
 
     @abstractmethod
     def evaluate(self, emb, options, layers: list[str] | None = None) -> list[dict]:
@@ -57,10 +61,10 @@ def load_builtin() -> None:
     from simtool.evaluators import triplets  # noqa: F401 - labelled triplets (teachers, students)
 
 
-def get_evaluator(name: str) -> Evaluator:
+def get_evaluator(name: str, device: str = "auto") -> Evaluator:
     load_builtin()
     try:
-        return EVALUATORS[name].cls()
+        return EVALUATORS[name].cls(device)
     except KeyError:
         raise UserError(f"Unknown evaluation --type {name!r}; choose one of: {', '.join(sorted(EVALUATORS))}.") from None
 

@@ -78,8 +78,6 @@ def class_column(emb, column: str | None) -> str:
 
 @register_evaluator("classes", ClassesOptions)
 class Classes(Evaluator):
-    device = "auto"  # the evaluate stage sets the spec's --device
-
     def tag(self, options, emb) -> str:
         col = class_column(emb, options.column)
         return "default" if col == "class" else col
@@ -87,7 +85,7 @@ class Classes(Evaluator):
     def _device(self):
         from simtool.engine.device import resolve_device
 
-        device = resolve_device(getattr(self, "device", "auto") or "auto")
+        device = resolve_device(self.device or "auto")
         return device if device.type == "cuda" else torch.device("cpu")  # MPS lacks some int64 ops: CPU there
 
     def evaluate(self, emb, options, layers=None) -> list[dict]:

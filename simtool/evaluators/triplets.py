@@ -100,29 +100,11 @@ class TripletsEvaluator(Evaluator):
         its triplets from ``labels``."""
         import pyarrow as pa
 
-        from simtool.formats.embeddings import Embeddings
+        from simtool.formats.embeddings import Embeddings, load_arrays
 
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"The array file {path} does not exist; pass a .npy or .npz file.")
-        if labels is None:
-            raise UserError(f"A plain array ({path.name}) needs --labels FILE: for --type triplets a CSV or parquet file with columns a, b, c (row numbers) and kind.")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"{path} cannot be read as a NumPy array without pickle ({str(exc).splitlines()[0]}); save it with numpy.save.") from None
-        layers = {"embedding": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
-        tensors, n = {}, None
-        for layer, arr in layers.items():
-            if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
-                raise UserError(f"{path} ({layer}) has shape {arr.shape} and dtype {arr.dtype}; it must be a numeric (N, D) or (N, R, D) array.")
-            if n is not None and arr.shape[0] != n:
-                raise UserError(f"The arrays in {path} have different numbers of rows ({n} and {arr.shape[0]}); use one array per layer with the same rows.")
-            n = arr.shape[0]
-            if not np.isfinite(arr).all():
-                raise UserError(f"{path} ({layer}) holds NaN or infinite values; clean the embeddings first.")
-            t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-            tensors[f"{path.stem}/{layer}"] = t if t.dim() == 3 else t.unsqueeze(1)
+        tensors, n = load_arrays(path, labels, "for --type triplets a CSV or parquet file with columns a, b, c (row numbers) and kind", repetitions=True)
+        layers = [k.split("/", 1)[1] for k in tensors]
         triplets = read_triplet_labels(labels, n, options.kind)
         rows = pa.table({"id": pa.array([str(i) for i in range(n)]), "split": pa.array(["test"] * n)})
         model = {"name": path.stem, "run": str(path), "method": None, "preset": None, "seed": None, "spec": {}, "layers": list(layers), "finished": True, "context": {}}

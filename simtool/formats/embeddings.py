@@ -280,32 +280,45 @@ def read_labels(path: str | Path, n: int) -> pa.Table:
     return pa.table(out)
 
 
-def read_array(path: str | Path, labels: str | Path | None) -> Embeddings:
-    """A plain ``.npy`` (N, D) array, or an ``.npz`` of (N, D) arrays (one per layer), with labels."""
+def load_arrays(path: str | Path, labels: str | Path | None, labels_hint: str, repetitions: bool = False) -> tuple[dict, int]:
+    """The layers of a plain array target as ``(tensors, n)``: ``{"<stem>/<layer>": (N, R, D) float32}``
+    from a ``.npy`` (one layer, ``embedding``) or an ``.npz`` (one array per layer). Arrays are (N, D)
+    (R = 1), or also (N, R, D) with ``repetitions``. ``labels`` must be given; ``labels_hint`` says
+    what the labels file holds. Any problem is one sentence."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"The array file {path} does not exist; pass a .npy or .npz file.")
     if labels is None:
-        raise UserError(f"A plain array ({path.name}) needs --labels FILE: a CSV or parquet file with one row per embedding and columns named after levels (context, category, object).")
+        raise UserError(f"A plain array ({path.name}) needs --labels FILE: {labels_hint}.")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise UserError(f"{path} cannot be read as a NumPy array without pickle ({str(exc).splitlines()[0]}); save it with numpy.save.") from None
     layers = {"embedding": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
+    ndims, shape = ((2, 3), "(N, D) or (N, R, D)") if repetitions else ((2,), "(N, D)")
     n = None
     tensors = {}
-    name = path.stem
     for layer, arr in layers.items():
-        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-            raise UserError(f"{path} ({layer}) has shape {arr.shape} and dtype {arr.dtype}; it must be a numeric (N, D) array.")
+        if arr.ndim not in ndims or not np.issubdtype(arr.dtype, np.number):
+            raise UserError(f"{path} ({layer}) has shape {arr.shape} and dtype {arr.dtype}; it must be a numeric {shape} array.")
         if n is not None and arr.shape[0] != n:
-            raise UserError(f"The arrays in {path} have different numbers of rows ({n} and {arr.shape[0]}); use one (N, D) array per layer.")
+            raise UserError(f"The arrays in {path} have different numbers of rows ({n} and {arr.shape[0]}); use one {shape} array per layer with the same rows.")
         n = arr.shape[0]
         if not np.isfinite(arr).all():
             raise UserError(f"{path} ({layer}) holds NaN or infinite values; clean the embeddings first.")
-        tensors[f"{name}/{layer}"] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).unsqueeze(1)
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        tensors[f"{path.stem}/{layer}"] = t if t.dim() == 3 else t.unsqueeze(1)
+    return tensors, n
+
+
+def read_array(path: str | Path, labels: str | Path | None) -> Embeddings:
+    """A plain ``.npy`` (N, D) array, or an ``.npz`` of (N, D) arrays (one per layer), with labels."""
+    path = Path(path)
+    tensors, n = load_arrays(path, labels, "a CSV or parquet file with one row per embedding and columns named after levels (context, category, object)")
+    layers = [k.split("/", 1)[1] for k in tensors]
+    name = path.stem
     rows = read_labels(labels, n)
-    model = {"name": name, "run": str(path), "method": None, "preset": None, "seed": None, "spec": {}, "layers": list(layers), "finished": True, "context": {"rooms": "labels"}}
+    model = {"name": name, "run": str(path), "method": None, "preset": None, "seed": None, "spec": {}, "layers": layers, "finished": True, "context": {"rooms": "labels"}}
     return Embeddings(rows=rows, models=[model], tensors=tensors, dataset={"name": Path(labels).stem, "fingerprint": "", "kind": "labels"}, split="test", info={}, path=path)

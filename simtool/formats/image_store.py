@@ -240,6 +240,21 @@ def _image_ranges(offsets: np.ndarray, block: int = _MERGE_BLOCK):
         start = stop
 
 
+def _image_blocks(data, offsets: np.ndarray):
+    """Blocks of at most ``_MERGE_BLOCK`` bytes of the store's byte array ``data``, read in one go:
+    ``(start, stop, buf, views)``, ``views`` yielding ``(i, memoryview of image i)`` for start <= i < stop."""
+    for start, stop in _image_ranges(offsets):
+        buf = data[offsets[start] : offsets[stop]]
+        base = offsets[start]
+        yield start, stop, buf, ((i, memoryview(buf[offsets[i] - base : offsets[i + 1] - base])) for i in range(start, stop))
+
+
+def _digest_update(digest, offsets: np.ndarray, i: int, view: memoryview) -> None:
+    """Add image ``i`` to a content digest: its length (8 bytes, little endian), then its bytes."""
+    digest.update(int(offsets[i + 1] - offsets[i]).to_bytes(8, "little"))
+    digest.update(view)
+
+
 def store_digest(path: str | Path) -> str:
     """The content digest of a store (the same ``"sha256:<hex>"`` :meth:`ImageSpool.write_h5` returns)."""
     import h5py
@@ -248,14 +263,9 @@ def store_digest(path: str | Path) -> str:
     offsets, crc = _read_index(path)
     digest = hashlib.sha256()
     with h5py.File(path, "r") as fh:
-        data = fh[H5_BYTES]
-        for start, stop in _image_ranges(offsets):
-            buf = data[offsets[start] : offsets[stop]]
-            base = offsets[start]
-            for i in range(start, stop):
-                view = memoryview(buf[offsets[i] - base : offsets[i + 1] - base])
-                digest.update(int(offsets[i + 1] - offsets[i]).to_bytes(8, "little"))
-                digest.update(view)
+        for _, _, _, views in _image_blocks(fh[H5_BYTES], offsets):
+            for i, view in views:
+                _digest_update(digest, offsets, i, view)
     return "sha256:" + digest.hexdigest()
 
 
@@ -286,16 +296,11 @@ def merge_stores(parts: Sequence[str | Path], out: str | Path, progress=None) ->
         for part, (offsets, crc) in zip(parts, indexes):
             starts.append(k)
             with h5py.File(part, "r") as src:
-                data = src[H5_BYTES]
-                for start, stop in _image_ranges(offsets):
-                    buf = data[offsets[start] : offsets[stop]]
-                    base = offsets[start]
-                    for i in range(start, stop):
-                        view = memoryview(buf[offsets[i] - base : offsets[i + 1] - base])
+                for start, stop, buf, views in _image_blocks(src[H5_BYTES], offsets):
+                    for i, view in views:
                         if zlib.crc32(view) != int(crc[i]):
                             raise UserError(f"The image store {part} is damaged (image {i} fails its checksum); delete that part and build it again.")
-                        digest.update(int(offsets[i + 1] - offsets[i]).to_bytes(8, "little"))
-                        digest.update(view)
+                        _digest_update(digest, offsets, i, view)
                     if len(buf):
                         target[pos : pos + len(buf)] = buf
                     pos += len(buf)

@@ -47,11 +47,10 @@ def load_target(spec, console: Console | None = None):
 
 
 def evaluate(spec, console: Console | None = None) -> tuple[dict, list[Path]]:
-    evaluator = get_evaluator(spec.options.type)
+    evaluator = get_evaluator(spec.options.type, spec.device)
     emb, run = load_target(spec, console)
     if len(emb) == 0:
         raise UserError(f"There are no {spec.split!r} rows to evaluate; choose another --split.")
-    evaluator.device = spec.device  # evaluators that compute on a device (classes) read it
     records = evaluator.evaluate(emb, spec.options, spec.layers)
     for r in records:
         r["target"] = str(spec.target)

@@ -20,7 +20,6 @@ rooms, and a seeded random permutation of it with the same room sizes as the ran
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from simtool.data.builders.common import (
     run_image_build,
     subdirs,
 )
-from simtool.data.rooms import UNCERTAIN, parse_room_assignment, random_room_assignment
+from simtool.data.rooms import UNCERTAIN, parse_room_assignment, random_room_assignment, read_room_json
 from simtool.data.splits import split_by_object
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import FRAMES, video_counts, write_rooms
@@ -84,14 +83,8 @@ def load_rooms(rooms: str | None, random_rooms: str | None, n_categories: int, s
         return None
 
     def read(path: str) -> dict:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"The room assignment file {p} does not exist; pass a JSON file mapping room names to category ids.")
-        try:
-            obj = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"The room assignment file {p} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
-        parse_room_assignment(obj, n_categories, str(p))
+        obj = read_room_json(path)
+        parse_room_assignment(obj, n_categories, str(path))
         return obj
 
     semantic = read(rooms)
