@@ -40,8 +40,10 @@ def main() -> None:
     from simtool.specs.data import ToyWorldSpec
 
     t = time.perf_counter()
-    render_toyworld(ToyWorldSpec(), seed=0)
-    rows.append(("toy world render (2,560 frames, 64 px)", f"{time.perf_counter() - t:.2f} s"))
+    spec = ToyWorldSpec()
+    render_toyworld(spec, seed=0)
+    n_frames_world = spec.n_rooms * spec.categories_per_room * spec.objects_per_category * spec.frames_per_object
+    rows.append((f"toy world render ({n_frames_world:,} frames, {spec.image_size} px)", f"{time.perf_counter() - t:.2f} s"))
 
     from simtool.data.stream import build_stream
 

@@ -25,7 +25,7 @@ few steps), shaded with Lambert + ambient from a fixed light using finite-differ
 and silhouette pixels are re-traced with 2×2 supersampling. Batches run in worker threads with
 single-threaded torch ops. Every random choice comes from ``numpy.random.default_rng(seed)``,
 so the same spec and seed give byte-identical images (on the same machine and torch build),
-whatever the number of threads. The default spec (16 categories × 10 objects × 16 frames at
+whatever the number of threads. The default spec (16 categories × 60 objects × 4 frames at
 64×64) renders in a few seconds on two CPU cores.
 """
 

@@ -34,8 +34,8 @@ class ToyWorldSpec(Spec):
 
     n_rooms: int = Field(4, ge=2, le=8)
     categories_per_room: int = Field(4, ge=1, le=8)
-    objects_per_category: int = Field(20, ge=3, le=200)
-    frames_per_object: int = Field(8, ge=2, le=360)
+    objects_per_category: int = Field(60, ge=3, le=200)
+    frames_per_object: int = Field(4, ge=2, le=360)
     image_size: int = Field(64, ge=16, le=512)
     room_backgrounds: bool = False
     hue_spread: float = Field(0.15, ge=0, le=1, description="object hues vary within ±spread/2 turn of their family's typical hue (1 = any hue)")
