@@ -6,7 +6,8 @@
 # the bar and layer-curve figures, and the RSA/CKA matrix of the five models at time.out
 # (language_only has no time head: it is compared at label.out).
 #
-# Full size: 15 trainings of about 2½ minutes each on 2 CPU cores (over an hour); a GPU is faster.
+# Full size: 15 trainings of 2-4 minutes each on 2 CPU cores (about 40 minutes two at a time with
+# OMP_NUM_THREADS=1; one after another about an hour); a GPU is faster.
 # Environment overrides, e.g. for a quick check:
 #   OUT=/tmp/t SEEDS="0 1" EPOCHS=1 DATA=data/tiny SETS="data.image_size=32 model.backbone=test_resnet" examples/toyworld_table.sh
 #   OUT     output directory (runs/table)      SEEDS  seeds ("0 1 2")
