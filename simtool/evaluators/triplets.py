@@ -57,19 +57,10 @@ def _split(options, emb) -> str:
 
 def read_triplet_labels(path: str | Path, n: int, kind: str | None):
     """The triplets of a ``--labels`` file for a plain array of ``n`` rows (see the module docstring)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from simtool.formats.embeddings import Triplets
+    from simtool.formats.embeddings import Triplets, read_labels_table
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"The labels file {path} does not exist; for --type triplets pass a CSV or parquet file with columns a, b, c (row numbers) and kind.")
-    try:
-        table = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"The labels file {path} cannot be read ({str(exc).splitlines()[0]}); pass a CSV with a header row or a parquet file.") from None
+    table = read_labels_table(path, "for --type triplets pass a CSV or parquet file with columns a, b, c (row numbers) and kind")
     cols = {c.lower(): c for c in table.column_names}
     missing = [c for c in ("a", "b", "c") if c not in cols]
     if missing:

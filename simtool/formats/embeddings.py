@@ -245,6 +245,20 @@ def _codes(values: np.ndarray) -> np.ndarray:
     return inverse.reshape(-1).astype(np.int64)
 
 
+def read_labels_table(path: str | Path, need: str) -> pa.Table:
+    """A labels file as it is: parquet by its ``.parquet`` suffix, else CSV with a header row.
+    ``need`` completes the sentence of the error for a missing file (what to pass instead)."""
+    import pyarrow.csv as pacsv
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"The labels file {path} does not exist; {need}.")
+    try:
+        return pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"The labels file {path} cannot be read ({str(exc).splitlines()[0]}); pass a CSV with a header row or a parquet file.") from None
+
+
 def read_labels(path: str | Path, n: int) -> pa.Table:
     """A labels file (CSV or parquet, one row per embedding) as a rows table.
 
@@ -252,15 +266,7 @@ def read_labels(path: str | Path, n: int) -> pa.Table:
     ``class`` column the class of each item (for ``evaluate --type classes``); any values, turned
     into integer codes. ``id`` and ``split`` are kept when present.
     """
-    import pyarrow.csv as pacsv
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"The labels file {path} does not exist; pass a CSV or parquet file with one row per embedding.")
-    try:
-        table = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"The labels file {path} cannot be read ({str(exc).splitlines()[0]}); pass a CSV with a header row or a parquet file.") from None
+    table = read_labels_table(path, "pass a CSV or parquet file with one row per embedding")
     if table.num_rows != n:
         raise UserError(f"The labels file {path} has {table.num_rows} rows for {n} embeddings; it needs one row per embedding, in order.")
     cols = {c.lower(): c for c in table.column_names}
