@@ -44,12 +44,10 @@ PY
 import sys
 import numpy as np
 import pyarrow.parquet as pq
-from safetensors.numpy import load_file
 from simtool.formats.embeddings import read_embeddings
 emb = read_embeddings(sys.argv[1])
 assert (emb.ids == pq.read_table(sys.argv[2]).column("id").to_numpy(zero_copy_only=False).astype(str)).all()
-model = emb.models[0]["name"]
-np.save(sys.argv[3], load_file(sys.argv[1])[f"{model}/embedding"])
+np.save(sys.argv[3], np.asarray(emb.tensor(emb.models[0]["name"], "embedding")))
 PY
   simtool evaluate "$OUT/$name.npy" --type triplets --labels "$OUT/data/triplets.parquet"
 done
