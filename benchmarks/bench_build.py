@@ -99,7 +99,7 @@ def make_tree(root: Path, n_images: int, per_obj: int = 10) -> None:
 _CHILD = """
 import resource, sys, time
 from simtool.data.builders import build_dataset
-from simtool.specs.resolve import resolve_build_spec
+from simtool.data.builders import resolve_build_spec
 spec = resolve_build_spec("mvimgnet", sys.argv[2], sys.argv[1], options={"--workers": int(sys.argv[3])})
 t0 = time.perf_counter()
 build_dataset(spec)

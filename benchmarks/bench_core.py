@@ -37,7 +37,7 @@ def main() -> None:
     rows = []
 
     from simtool.data.toyworld import render_toyworld
-    from simtool.specs.data import ToyWorldSpec
+    from simtool.data.builders.toyworld import ToyWorldSpec
 
     t = time.perf_counter()
     spec = ToyWorldSpec()
@@ -54,8 +54,7 @@ def main() -> None:
     s = timeit(lambda: build_stream(objects, frames, rooms, 7, 0.1, 0.8, np.random.default_rng(0)), repeats=3)
     rows.append(("stream build (1e6 frames, 10 rooms)", f"{s * 1e3:.0f} ms"))
 
-    from simtool.data.augment import BatchAugment
-    from simtool.data.augment import ClassicAugment
+    from simtool.data.augment import BatchAugment, ClassicAugment
 
     x = torch.randint(0, 256, (2 * args.batch, 3, 64, 64), dtype=torch.uint8, device=device)
     for mode in ("crop", "classic"):

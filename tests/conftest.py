@@ -44,7 +44,7 @@ def _isolated(tmp_path_factory, tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     from simtool.data.builders import build_dataset
-    from simtool.specs.resolve import resolve_build_spec
+    from simtool.data.builders import resolve_build_spec
 
     out = tmp_path_factory.mktemp("data") / "tiny"
     build_dataset(resolve_build_spec("toyworld", str(out), sets=TINY_WORLD, seed=3))
@@ -68,7 +68,7 @@ def sets(items):
 @pytest.fixture(scope="session")
 def tiny_run(tiny_world, tmp_path_factory):
     """One finished `normal` run on the tiny world (1 epoch), shared read-only by tests."""
-    from simtool.specs.resolve import resolve_train_spec
+    from simtool.methods import resolve_train_spec
     from simtool.stages import train as stage
 
     out = tmp_path_factory.mktemp("runs") / "normal"

@@ -21,11 +21,12 @@ import pytest
 from PIL import Image
 
 from simtool.data.builders import build_dataset
-from simtool.data.builders.common import BuildContext, cut_parts, prepare_image, work_dir
+from simtool.data.builders._prepare import prepare_image
+from simtool.data.builders.parts import BuildContext, cut_parts, work_dir
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset, verify_dataset
 from simtool.formats.image_store import ImageStore
-from simtool.specs.resolve import resolve_build_spec
+from simtool.data.builders import resolve_build_spec
 from tests.conftest import cli
 
 RNG = np.random.default_rng(0)

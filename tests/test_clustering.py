@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from simtool.metrics.clustering import ami, expected_mutual_information, contingency, kmeans, mutual_information, nmi
+from simtool.metrics.clustering import ami, contingency, expected_mutual_information, kmeans, mutual_information, nmi
 
 
 def ref_mi(a, b) -> float:

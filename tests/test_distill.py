@@ -7,8 +7,8 @@ import io
 import json
 
 import numpy as np
-import pytest
 import pyarrow as pa
+import pytest
 import torch
 from rich.console import Console
 

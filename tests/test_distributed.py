@@ -25,8 +25,8 @@ def test_torchrun_two_cpu_processes(tmp_path, tiny_world):
 
     assert yaml.safe_load((out / "spec.yaml").read_text())["loop"]["batch_size_per_device"] == 4, "the resolved spec records it"
     single = tmp_path / "single"
+    from simtool.methods import resolve_train_spec
     from simtool.stages import train as train_lib
-    from simtool.specs.resolve import resolve_train_spec
 
     spec = resolve_train_spec("normal", sets=TINY_TRAIN + ["loop.epochs=1"], data=str(tiny_world), device="cpu")
     _, s1 = train_lib.train(spec, str(single))

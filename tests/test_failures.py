@@ -74,7 +74,7 @@ def test_damaged_final_weights(tmp_path, tiny_run):
 
 def test_damaged_resume_state(tmp_path, tiny_world):
     from simtool.engine.loop import TrainingInterrupted
-    from simtool.specs.resolve import resolve_train_spec
+    from simtool.methods import resolve_train_spec
     from simtool.stages import train as stage
 
     spec = resolve_train_spec("normal", sets=TINY_TRAIN, data=str(tiny_world), device="cpu")

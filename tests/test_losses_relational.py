@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from scipy import stats
 
 from simtool.errors import UserError
-from simtool.losses import LOSSES, create_loss
-from simtool.losses.miners import RelaxedSamplingMattersMiner, create_miner
+from simtool.losses import LOSSES, create_loss, create_miner
+from simtool.losses.miners import RelaxedSamplingMattersMiner
 
 RELATIONAL = ["rkd", "relaxed_contrastive", "relaxed_triplet", "relaxed_facenet", "relaxed_infonce", "relaxed_multisimilarity", "stmr", "mtt"]
 

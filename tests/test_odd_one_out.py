@@ -9,13 +9,7 @@ import pytest
 import torch
 
 from simtool.errors import UserError
-from simtool.metrics import (
-    LEVELS,
-    TripletSet,
-    odd_one_out_accuracy,
-    sample_odd_one_out_triplets,
-    triplet_correct,
-)
+from simtool.metrics import LEVELS, TripletSet, odd_one_out_accuracy, sample_odd_one_out_triplets, triplet_correct
 
 
 def random_labels(n: int, seed: int, n_rooms: int = 4, n_cats: int = 6, n_objs: int = 30):

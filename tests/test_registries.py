@@ -102,7 +102,7 @@ def test_a_method_registered_in_one_place_trains_through_the_cli(tmp_path, tiny_
 
 
 def test_train_spec_union_names_the_method():
-    from simtool.specs.train import validate_train_spec
+    from simtool.methods import validate_train_spec
 
     with pytest.raises(UserError, match="Unknown method 'nope'"):
         validate_train_spec({"method": "nope"})
@@ -138,7 +138,7 @@ def test_loss_registry_conventions():
 
 
 def test_evaluator_registry_and_options():
-    from simtool.specs.evaluate import validate_evaluate_spec
+    from simtool.evaluators import validate_evaluate_spec
 
     spec = validate_evaluate_spec({"target": "x", "options": {"type": "odd-one-out", "repeats": 4}})
     assert spec.options.repeats == 4 and spec.to_dict()["options"]["type"] == "odd-one-out"

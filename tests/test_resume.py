@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from simtool.stages import train as train_lib
 from simtool.engine.loop import TrainingInterrupted
-from simtool.specs.resolve import resolve_train_spec
+from simtool.methods import resolve_train_spec
+from simtool.stages import train as train_lib
 from tests.conftest import TINY_TRAIN
 
 

@@ -6,8 +6,9 @@ import pytest
 
 from simtool.errors import UserError
 from simtool.specs.base import parse_set
-from simtool.specs.resolve import list_presets, load_preset, resolve_build_spec, resolve_train_spec
-from simtool.specs.train import validate_train_spec
+from simtool.data.builders import resolve_build_spec
+from simtool.methods import list_presets, load_preset, resolve_train_spec
+from simtool.methods import validate_train_spec
 
 PRESETS = {"normal", "language_only", "time_only", "simclr", "random_context"}
 

@@ -9,7 +9,6 @@ import pytest
 
 from simtool.data.stream import Stream, build_stream, make_clips, positive_positions
 
-
 # ----------------------------------------------------------------------------- helpers
 
 

@@ -34,7 +34,7 @@ def run3(data, tmp_path_factory):
 
 
 def _spec(data, *extra, repeats=1):
-    from simtool.specs.resolve import resolve_train_spec
+    from simtool.methods import resolve_train_spec
 
     return resolve_train_spec("things_p_ste", sets=FAST + [f"repeats={repeats}", *extra], data=str(data), device="cpu")
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from rich.console import Console
 
-from simtool.stages import train as train_lib
 from simtool.engine.distributed import DistInfo
-from simtool.methods.time_ssl import TimeSSL, balanced_draw, subsample_objects
 from simtool.errors import UserError
-from simtool.specs.resolve import resolve_train_spec
+from simtool.methods.time_ssl import TimeSSL, balanced_draw, subsample_objects
+from simtool.methods import resolve_train_spec
+from simtool.stages import train as train_lib
 from tests.conftest import TINY_TRAIN
 
 

@@ -23,7 +23,7 @@ MEDIUM_WORLD = ["toyworld.n_rooms=2", "toyworld.categories_per_room=3", "toyworl
 def world_objects(root):
     """Re-render the world a dataset was built from and return its objects' generating parameters."""
     from simtool.data.toyworld import render_toyworld
-    from simtool.specs.data import ToyWorldBuildSpec
+    from simtool.data.builders.toyworld import ToyWorldBuildSpec
 
     spec = ToyWorldBuildSpec.model_validate(json.loads((root / "dataset.json").read_text())["built_by"]["spec"])
     return render_toyworld(spec.toyworld, seed=spec.seed).objects

@@ -9,14 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from simtool.errors import UserError
-from simtool.metrics.triplets import (
-    fstrt,
-    sample_index_triplets,
-    teacher_agreement,
-    triplet_accuracy,
-    triplet_correct,
-    triplet_distances,
-)
+from simtool.metrics.triplets import fstrt, sample_index_triplets, teacher_agreement, triplet_accuracy, triplet_correct, triplet_distances
 
 
 def dist(x, y, distance="euclidean"):

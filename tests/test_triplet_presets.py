@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from simtool.specs.base import flatten
-from simtool.specs.resolve import list_presets, resolve_train_spec
+from simtool.methods import list_presets, resolve_train_spec
 
 # (dataset) -> family -> paper batch (rows per step)
 BATCH = {

@@ -153,10 +153,25 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-@app.command("build-data")
+def _build_data_help() -> str:
+    from simtool.data.builders import format_lines
+
+    return ("Build a dataset directory from raw data (or --verify one).\n\n"
+            "Writes dataset.json (the card), the parquet index (frames / images / items + triplets), "
+            "images.h5 (encoded images) and rejected.txt. Interrupted builds continue when run again.\n\n"
+            "\b\nFormats:\n" + "\n".join("  " + line for line in format_lines()))
+
+
+def _format_choices() -> str:
+    from simtool.data.builders import BUILDERS
+
+    return " | ".join(BUILDERS.names()) + " (see the list above)."
+
+
+@app.command("build-data", help=_build_data_help())
 @handle_errors
 def build_data(
-    format: Optional[str] = typer.Option(None, "--format", help="toyworld | mvimgnet | icdl | imagefolder | cub | cars | sop | triplets | rooms."),
+    format: Optional[str] = typer.Option(None, "--format", help=_format_choices()),
     source: Optional[Path] = typer.Argument(None, metavar="SRC", help="Raw data to read: a folder, a preset's download, or the room table (not used by toyworld)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Dataset directory to create."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for splits and random rooms (default 0)."),
@@ -181,11 +196,6 @@ def build_data(
     set_: Optional[List[str]] = SetOpt,
     dry_run: bool = DryRunOpt,
 ):
-    """Build a dataset directory from raw data (or --verify one).
-
-    Writes dataset.json (the card), the parquet index (frames / images / items + triplets),
-    images.h5 (encoded images) and rejected.txt. Interrupted builds continue when run again.
-    """
     if verify is not None:
         given = [f for f, v in (("--format", format), ("SRC", source), ("--out", out), ("--shard", shard), ("--config", config)) if v is not None]
         if given or merge or set_:
@@ -206,8 +216,8 @@ def build_data(
         return
     if format is None or out is None:
         raise UserError("build-data needs --format F and --out DIR (or --verify DIR); see simtool build-data --help.")
-    from simtool.data.builders.common import BuildContext
-    from simtool.specs.resolve import resolve_build_spec
+    from simtool.data.builders.parts import BuildContext
+    from simtool.data.builders import resolve_build_spec
 
     options = {
         "--max-side": max_side, "--quality": quality, "--workers": workers, "--split": split, "--split-by": split_by,
@@ -256,7 +266,9 @@ def train(
 
     Writes RUN/spec.yaml, metrics.jsonl, safetensors checkpoints and summary.json.
     """
-    from simtool.specs.resolve import list_presets as _list, list_profiles, resolve_train_spec
+    from simtool.methods import list_presets as _list
+    from simtool.methods import resolve_train_spec
+    from simtool.specs.presets import list_profiles
 
     if list_presets:
         presets = _list()
@@ -292,8 +304,7 @@ def train(
                 return
         else:
             if repeats is not None:
-                from simtool.methods import get_method
-                from simtool.specs.resolve import load_preset
+                from simtool.methods import get_method, load_preset
 
                 method = str(load_preset(preset).get("method"))
                 if "repeats" not in get_method(method).spec.model_fields:
@@ -366,8 +377,8 @@ def evaluate(
     odd-one-out: context/category/object accuracy at every layer. classes: P@1, Recall@K
     (--set k=1,2,4,8), R-Precision, MAP@R, NMI and AMI. Writes long-format result records.
     """
+    from simtool.evaluators import validate_evaluate_spec
     from simtool.specs.base import parse_set
-    from simtool.specs.evaluate import validate_evaluate_spec
 
     options = {"type": type, "rooms": rooms, "repeats": repeats, "seed": seed, "exclude_same_object": exclude_same_object or None, **parse_set(set_ or [])}
     spec = validate_evaluate_spec({"target": str(target), "out": str(out) if out else None, "labels": str(labels) if labels else None,

@@ -3,7 +3,7 @@
 Records are read from results files, run directories (their ``eval-*.json``) or directories that
 hold runs. A **group** is every record that answers the same question of the same kind of model:
 the same name (the run's preset, else its method; ``--name`` sets it), the same training settings
-apart from the seed and where or how fast it ran (:data:`~simtool.specs.common.RUN_ONLY_KEYS`),
+apart from the seed and where or how fast it ran (the run-only keys, :func:`run_only_keys`),
 and the same evaluation type, condition, layer, metric and level. Its replicates are its runs
 (seeds) and their repetitions; the group shows their mean ± sd and n. Runs that share a name but
 differ in a setting (2 vs 30 epochs, another dataset) form separate groups, labelled by the
@@ -28,16 +28,26 @@ from simtool.errors import UserError
 from simtool.formats.results import decode_sample, read_results, record_samples
 from simtool.formats.run_dir import RunDir
 from simtool.specs.base import flatten
-from simtool.specs.common import RUN_ONLY_KEYS
 
-IGNORED_SETTINGS = set(RUN_ONLY_KEYS) | {"preset", "method"}
-# Level-less metrics that describe a representation rather than score it: no differences, no bars.
-REPRESENTATION_STATS = ("dim", "sparsity", "collapse", "effective_rank")
+NAME_KEYS = {"preset", "method"}  # what a run is called, not a setting
 SAMPLE_KEY = "_sample"  # a collected record's per-unit values (encoded), never written out
 
 
-def is_score(metric: str, level: str | None) -> bool:
-    return level is not None or metric not in REPRESENTATION_STATS
+def is_score(g: "Group") -> bool:
+    """Scores get differences, bars and layer curves; statistics and counts are only tabled."""
+    return g.role == "score"
+
+
+def record_role(r: dict) -> str:
+    """A record's role: its own (``role``), or, in files written before records carried one, the
+    role its evaluator declares for the metric (records with a level are always scores)."""
+    if r.get("role"):
+        return str(r["role"])
+    if r.get("level") is not None:
+        return "score"
+    from simtool.evaluators import role_of
+
+    return role_of(str(r.get("type")), str(r.get("metric")))
 
 
 def base_name(label: str) -> str:
@@ -88,7 +98,7 @@ def collect(targets: list[str], names: list[str] | None = None) -> Collected:
                 seen.add(key)
                 prov = provenance.get((str(f), r.get("run")), {})
                 name = names[i] if names else (r.get("preset") or r.get("method") or prov.get("preset") or r.get("run"))
-                rec = {**r, "name": name, "source": str(f)}
+                rec = {**r, "role": record_role(r), "name": name, "source": str(f)}
                 if j in samples:
                     rec[SAMPLE_KEY] = samples[j]
                 records.append(rec)
@@ -97,9 +107,23 @@ def collect(targets: list[str], names: list[str] | None = None) -> Collected:
     return Collected(records, provenance)
 
 
+def run_only_keys(prov: dict) -> set[str]:
+    """The spec keys of a model that say where or how fast it ran (its card records them; for runs
+    trained before cards did, the keys its method's spec declares run-only)."""
+    keys = prov.get("run_only")
+    if keys is None:
+        from simtool.methods import METHODS
+        from simtool.specs.base import run_only_paths
+
+        method = prov.get("method") or (prov.get("spec") or {}).get("method")
+        keys = run_only_paths(METHODS.get(method).spec) if method in METHODS else []
+    return set(keys)
+
+
 def settings_of(prov: dict) -> dict:
     """The training settings of a model that bear on its results (flattened spec + dataset)."""
-    flat = {k: v for k, v in flatten(prov.get("spec") or {}).items() if k not in IGNORED_SETTINGS}
+    ignored = run_only_keys(prov) | NAME_KEYS
+    flat = {k: v for k, v in flatten(prov.get("spec") or {}).items() if k not in ignored}
     fp = (prov.get("dataset") or {}).get("fingerprint")
     if fp:
         flat["dataset"] = fp[:19]
@@ -145,6 +169,7 @@ class Group:
     repeats: list = field(default_factory=list)  # per value: the repetition
     samples: list = field(default_factory=list)  # per value: encoded per-unit values or None
     datasets: list = field(default_factory=list)  # per value: dataset fingerprint
+    role: str = "score"  # score | statistic | count (see simtool.formats.results.ROLES)
 
     @property
     def n(self) -> int:
@@ -207,7 +232,7 @@ def aggregate(col: Collected) -> Aggregated:
         key = (r["name"], r["type"], r.get("condition"), r["layer"], r["metric"], r.get("level"))
         g = groups.get(key)
         if g is None:
-            g = groups[key] = Group(r["name"], r["type"], r.get("condition"), r["layer"], r["metric"], r.get("level"), [], [], [], [])
+            g = groups[key] = Group(r["name"], r["type"], r.get("condition"), r["layer"], r["metric"], r.get("level"), [], [], [], [], role=r["role"])
         v = r.get("value")
         if v is None or (isinstance(v, float) and math.isnan(v)):
             continue
@@ -374,7 +399,7 @@ def differences(groups: list[Group], reference: str, n_boot: int = 1000, seed: i
             ref_index[(g.type, g.condition, g.layer if same_layer else None, g.metric, g.level)] = g
     out, no_pairs = [], []
     for g in groups:
-        if g.label == reference or not is_score(g.metric, g.level):
+        if g.label == reference or not is_score(g):
             continue
         ref = ref_index.get((g.type, g.condition, g.layer if same_layer else None, g.metric, g.level))
         if ref is None:

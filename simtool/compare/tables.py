@@ -15,9 +15,9 @@ def cell(g: Group | None, digits: int = 3) -> str:
     if g is None or g.mean is None:
         return "–"
     spread = g.spread
-    # counts (a dimension, an effective rank rounded by nature) print as integers; a score or a
-    # fraction that happens to be 0 or 1 keeps its decimals
-    if float(g.mean).is_integer() and not spread and not is_score(g.metric, g.level) and g.metric not in ("sparsity", "collapse"):
+    # counts (records of role "count", e.g. a dimension) print as integers; a score or a fraction
+    # that happens to be 0 or 1 keeps its decimals
+    if float(g.mean).is_integer() and not spread and g.role == "count":
         return f"{g.mean:.0f}"
     return f"{g.mean:.{digits}f} ± {spread:.{digits}f}" if spread is not None else f"{g.mean:.{digits}f}"
 
@@ -74,8 +74,8 @@ def tables(agg: Aggregated, layer: str | None, layer_of: dict[str, str] | None =
             if not mine:
                 continue
             where = _mapped(layer, layer_of, {g.label for g in mine})
-            scores = list(dict.fromkeys((g.metric, g.level) for g in mine if is_score(g.metric, g.level)))
-            plain = list(dict.fromkeys(g.metric for g in mine if not is_score(g.metric, g.level)))
+            scores = list(dict.fromkeys((g.metric, g.level) for g in mine if is_score(g)))
+            plain = list(dict.fromkeys(g.metric for g in mine if not is_score(g)))
             index = {(g.label, g.condition, g.metric, g.level): g for g in mine}
             rows_keys = _rows(agg, mine)
             if scores:
@@ -117,7 +117,7 @@ def tables(agg: Aggregated, layer: str | None, layer_of: dict[str, str] | None =
         return out
     dindex = {(d.label, d.condition, d.metric, d.level, d.layer): d for d in diffs}
     for t in types:
-        mine = [g for g in agg.groups if g.type == t and is_score(g.metric, g.level)]
+        mine = [g for g in agg.groups if g.type == t and is_score(g)]
         layers = list(dict.fromkeys(g.layer for g in mine))
         index = {(g.label, g.condition, g.metric, g.level, g.layer): g for g in mine}
         if mine and all(g.level is None for g in mine):  # metrics without levels (classes): one model × metric table, a row per layer

@@ -41,6 +41,7 @@ from simtool.engine.optim import build_optimizer, build_scheduler
 from simtool.engine.seed import seed_everything
 from simtool.errors import UserError
 from simtool.formats.run_dir import RunDir
+from simtool.specs.base import run_only_paths
 
 
 class TrainingInterrupted(Exception):
@@ -95,7 +96,8 @@ def _card(spec, method: Method, model: torch.nn.Module) -> dict:
     base = getattr(model, "simtool_card", None)
     if base is None:
         raise TypeError(f"method {spec.method!r} built its model without simtool.models.create_model, so its runs could not be reloaded")
-    return {**base, "layers": list(getattr(model, "layer_names", [])), "method": spec.method, "preset": spec.preset, **method.card()}
+    return {**base, "layers": list(getattr(model, "layer_names", [])), "method": spec.method, "preset": spec.preset,
+            "run_only": run_only_paths(type(spec)), **method.card()}
 
 
 def _update_best(spec, run: RunDir, model: torch.nn.Module, meta: dict, figures: dict, best: dict | None, epoch: int, step: int, dist: DistInfo) -> dict | None:

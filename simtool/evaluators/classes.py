@@ -20,8 +20,8 @@ import torch
 from pydantic import Field, field_validator
 
 from simtool.errors import UserError
-from simtool.evaluators import Evaluator, register_evaluator, select_layers
-from simtool.formats.results import attach_sample, make_record
+from simtool.evaluators._registry import Evaluator, register_evaluator, select_layers
+from simtool.formats.results import attach_sample
 from simtool.metrics.clustering import ami, kmeans, nmi
 from simtool.metrics.retrieval import recall_name, retrieval_metrics
 from simtool.specs.base import Spec
@@ -104,7 +104,7 @@ class Classes(Evaluator):
                 for r in range(x.shape[1]):
                     e = x[:, r]
                     base = dict(run=model["name"], method=model.get("method"), preset=model.get("preset"), seed=model.get("seed"),
-                                repeat=r, type=self.name, layer=layer, condition=condition, dataset=emb.dataset.get("fingerprint"))
+                                repeat=r, layer=layer, condition=condition, dataset=emb.dataset.get("fingerprint"))
                     res = retrieval_metrics(e, labels, options.k, options.distance, device)
                     note = f"queries={res['n_queries']} items={res['n_items']} classes={res['n_classes']} singleton_classes={res['singleton_classes']}"
                     keys = ["precision_at_1", *(recall_name(v) for v in options.k), "r_precision", "map_at_r"]
@@ -113,7 +113,7 @@ class Classes(Evaluator):
                         nq = len(vals)
                         value = float(vals.mean()) if nq else None
                         se = float(vals.std(ddof=1) / math.sqrt(nq)) if nq > 1 else None
-                        rec = make_record(**base, metric=metric_name(key), level=None, value=value, n=nq, se=se, note=note)
+                        rec = self.record(**base, metric=metric_name(key), level=None, value=value, n=nq, se=se, note=note)
                         if nq:
                             attach_sample(rec, vals, "query", denominator=1 if vals.dtype == bool else None)
                         records.append(rec)
@@ -121,8 +121,8 @@ class Classes(Evaluator):
                         unit = torch.nn.functional.normalize(e.float(), dim=1) if options.distance == "cosine" else e
                         assign, iters = kmeans(unit, n_classes, seed=options.seed, max_iter=options.kmeans_iters, device=device)
                         cnote = f"k-means: {n_classes} clusters, {iters} iterations, seed {options.seed}"
-                        records.append(make_record(**base, metric="NMI", level=None, value=nmi(labels, assign), n=len(labels), note=cnote))
-                        records.append(make_record(**base, metric="AMI", level=None, value=ami(labels, assign), n=len(labels), note=cnote))
+                        records.append(self.record(**base, metric="NMI", level=None, value=nmi(labels, assign), n=len(labels), note=cnote))
+                        records.append(self.record(**base, metric="AMI", level=None, value=ami(labels, assign), n=len(labels), note=cnote))
         return records
 
     def tables(self, records):

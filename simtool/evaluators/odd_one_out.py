@@ -15,13 +15,13 @@ import torch
 from pydantic import Field
 
 from simtool.errors import UserError
-from simtool.evaluators import Evaluator, register_evaluator, select_layers
-from simtool.formats.results import attach_sample, make_record
+from simtool.evaluators._registry import Evaluator, register_evaluator, select_layers
+from simtool.formats.results import attach_sample
 from simtool.metrics.odd_one_out import LEVELS, odd_one_out_accuracy
 from simtool.metrics.representation import collapse, effective_rank, sparsity
 from simtool.specs.base import Spec
 
-STATS = ("dim", "sparsity", "collapse", "effective_rank")
+ROLES = {"dim": "count", "sparsity": "statistic", "collapse": "statistic", "effective_rank": "statistic"}
 
 
 class OddOneOutOptions(Spec):
@@ -36,7 +36,7 @@ def _rooms_tag(which: str) -> str:
     return which if "/" not in which and not which.endswith(".json") else Path(which).stem
 
 
-@register_evaluator("odd-one-out", OddOneOutOptions)
+@register_evaluator("odd-one-out", OddOneOutOptions, roles=ROLES)
 class OddOneOut(Evaluator):
     def _which(self, options, emb, model: dict) -> str:
         if options.rooms:
@@ -75,14 +75,14 @@ class OddOneOut(Evaluator):
                 for r in range(x.shape[1]):
                     e = x[:, r]
                     base = dict(run=model["name"], method=model.get("method"), preset=model.get("preset"), seed=model.get("seed"),
-                                repeat=r, type=self.name, layer=layer, condition=condition, dataset=emb.dataset.get("fingerprint"))
+                                repeat=r, layer=layer, condition=condition, dataset=emb.dataset.get("fingerprint"))
                     stats = {"dim": float(e.shape[1]), "sparsity": sparsity(e), "collapse": collapse(e, seed=options.seed), "effective_rank": effective_rank(e)}
                     for metric, value in stats.items():
-                        records.append(make_record(**base, metric=metric, level=None, value=value, n=int(e.shape[0])))
+                        records.append(self.record(**base, metric=metric, level=None, value=value, n=int(e.shape[0])))
                     for level in LEVELS:
                         res = odd_one_out_accuracy(e, room, category, obj, level, repeats=options.repeats, seed=options.seed,
                                                    exclude_same_object=options.exclude_same_object, per_anchor=True)
-                        rec = make_record(**base, metric="accuracy", level=level, value=res["accuracy"], n=res["n_triplets"], se=res["stderr"],
+                        rec = self.record(**base, metric="accuracy", level=level, value=res["accuracy"], n=res["n_triplets"], se=res["stderr"],
                                           note=f"anchors={res['n_anchors']} skipped={res['skipped']}")
                         if res["n_anchors"]:  # per-anchor accuracies, for compare's bootstrap intervals
                             attach_sample(rec, res["correct_per_anchor"] / options.repeats, "anchor", denominator=options.repeats)

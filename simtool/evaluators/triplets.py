@@ -33,8 +33,8 @@ import torch
 from pydantic import Field
 
 from simtool.errors import UserError
-from simtool.evaluators import Evaluator, register_evaluator, select_layers
-from simtool.formats.results import attach_sample, make_record
+from simtool.evaluators._registry import Evaluator, register_evaluator, select_layers
+from simtool.formats.results import attach_sample
 from simtool.metrics.triplets import correct_from_distances, triplet_distances
 from simtool.specs.base import Spec
 
@@ -84,23 +84,25 @@ def read_triplet_labels(path: str | Path, n: int, kind: str | None):
     return Triplets(index, kinds, split)
 
 
-@register_evaluator("triplets", TripletsOptions)
+def read_triplet_array(path, labels, options):
+    """A plain array target of ``--type triplets``: ``.npy`` (N, D) or (N, R, D), or ``.npz`` with
+    one per layer, and its triplets from ``labels``."""
+    import pyarrow as pa
+
+    from simtool.formats.embeddings import Embeddings, load_arrays
+
+    path = Path(path)
+    tensors, n = load_arrays(path, labels, "for --type triplets a CSV or parquet file with columns a, b, c (row numbers) and kind", repetitions=True)
+    layers = [k.split("/", 1)[1] for k in tensors]
+    triplets = read_triplet_labels(labels, n, options.kind)
+    rows = pa.table({"id": pa.array([str(i) for i in range(n)]), "split": pa.array(["test"] * n)})
+    model = {"name": path.stem, "run": str(path), "method": None, "preset": None, "seed": None, "spec": {}, "layers": list(layers), "finished": True, "context": {}}
+    return Embeddings(rows=rows, models=[model], tensors=tensors, dataset={"name": Path(labels).stem, "fingerprint": "", "kind": "labels"},
+                      split="all", info={}, path=path, triplets=triplets)
+
+
+@register_evaluator("triplets", TripletsOptions, array_reader=read_triplet_array)
 class TripletsEvaluator(Evaluator):
-    def read_array(self, path, labels, options):
-        """A plain array target: ``.npy`` (N, D) or (N, R, D), or ``.npz`` with one per layer, and
-        its triplets from ``labels``."""
-        import pyarrow as pa
-
-        from simtool.formats.embeddings import Embeddings, load_arrays
-
-        path = Path(path)
-        tensors, n = load_arrays(path, labels, "for --type triplets a CSV or parquet file with columns a, b, c (row numbers) and kind", repetitions=True)
-        layers = [k.split("/", 1)[1] for k in tensors]
-        triplets = read_triplet_labels(labels, n, options.kind)
-        rows = pa.table({"id": pa.array([str(i) for i in range(n)]), "split": pa.array(["test"] * n)})
-        model = {"name": path.stem, "run": str(path), "method": None, "preset": None, "seed": None, "spec": {}, "layers": list(layers), "finished": True, "context": {}}
-        return Embeddings(rows=rows, models=[model], tensors=tensors, dataset={"name": Path(labels).stem, "fingerprint": "", "kind": "labels"},
-                          split="all", info={}, path=path, triplets=triplets)
 
     def tag(self, options, emb) -> str:
         tag = _split(options, emb)
@@ -129,7 +131,7 @@ class TripletsEvaluator(Evaluator):
                     idx = torch.from_numpy(trip.index[trip.kind == kind])
                     d = triplet_distances(x, idx, options.distance, reduce="none")  # (T, R, 3)
                     correct = correct_from_distances(d, kind)  # (T, R)
-                    base = dict(run=model["name"], method=model.get("method"), preset=model.get("preset"), type=self.name, layer=layer,
+                    base = dict(run=model["name"], method=model.get("method"), preset=model.get("preset"), layer=layer,
                                 level=kind, condition=condition, dataset=emb.dataset.get("fingerprint"))
                     for i in range(r):
                         seed, repeat = (reps[i]["seed"], reps[i]["repeat"]) if i < len(reps) else (model.get("seed"), i)
@@ -143,13 +145,12 @@ class TripletsEvaluator(Evaluator):
                                                     f"{r} repetitions by their mean {'cosine similarity' if options.ensemble == 'similarity' else 'distance'}"))
         return records
 
-    @staticmethod
-    def _record(base: dict, metric: str, correct: torch.Tensor, seed, repeat, note: str) -> dict:
+    def _record(self, base: dict, metric: str, correct: torch.Tensor, seed, repeat, note: str) -> dict:
         c = correct.numpy().astype(np.float64)
         n = len(c)
         p = float(c.mean()) if n else None
         se = math.sqrt(p * (1 - p) / n) if n else None
-        rec = make_record(**base, metric=metric, seed=seed, repeat=repeat, value=p, n=n, se=se, note=note)
+        rec = self.record(**base, metric=metric, seed=seed, repeat=repeat, value=p, n=n, se=se, note=note)
         if n:
             attach_sample(rec, c, "triplet", denominator=1)
         return rec

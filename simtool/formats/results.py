@@ -28,6 +28,7 @@ n             how many items / triplets it is computed over
 se            its standard error (``null`` when unknown)
 dataset       the content fingerprint of the dataset
 note          anything else worth a look (e.g. how many anchors were skipped)
+role          ``score`` | ``statistic`` | ``count`` (see :data:`ROLES`; older files have none)
 ============  ==============================================================================
 
 Optional per-unit values (``"samples"``), for the bootstrap intervals of ``compare``: a record
@@ -61,7 +62,12 @@ from simtool.io import atomic_write_json, read_json
 FORMAT_VERSION = 2
 KIND = "results"
 FIELDS = ("target", "run", "method", "preset", "seed", "repeat", "type", "layer", "metric", "level",
-          "condition", "value", "n", "se", "dataset", "note")
+          "condition", "value", "n", "se", "dataset", "note", "role")
+# What a record's figure is (its ``role``): a ``score`` answers the evaluation's question (compare
+# takes differences of scores and draws them); a ``statistic`` describes a representation (e.g.
+# sparsity); a ``count`` is an integer statistic (e.g. a dimension). Evaluators declare the roles of
+# their metrics when they register.
+ROLES = ("score", "statistic", "count")
 
 
 def _clean(x):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from simtool.losses import register_loss
+from simtool.losses._registry import register_loss
 from simtool.losses.common import LabelledLoss, TripletGeometry, finite, positive
 
 __all__ = ["DoubleMarginLoss"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from simtool.losses import register_loss
+from simtool.losses._registry import register_loss
 from simtool.losses.common import LabelledLoss, TripletGeometry, finite, positive
 
 __all__ = ["DoubleMultiSimilarityLoss"]

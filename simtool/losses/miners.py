@@ -21,9 +21,10 @@ import torch
 from torch import Tensor
 
 from simtool.errors import UserError
+from simtool.losses._registry import register_miner
 from simtool.losses.common import positive
 
-__all__ = ["MINERS", "create_miner", "RelaxedSamplingMattersMiner", "log_sphere_density"]
+__all__ = ["RelaxedSamplingMattersMiner", "log_sphere_density"]
 
 
 def log_sphere_density(d: Tensor, dim: int) -> Tensor:
@@ -32,6 +33,7 @@ def log_sphere_density(d: Tensor, dim: int) -> Tensor:
     return (dim - 2) * torch.log(d) + 0.5 * (dim - 3) * torch.log1p(-(d * d) / 4.0)
 
 
+@register_miner("relaxed_sampling_matters")
 class RelaxedSamplingMattersMiner:
     """Relaxed distance-weighted sampling (Dondera, 2024, after Wu et al., "Sampling Matters in Deep
     Embedding Learning", ICCV 2017), re-centred on the teacher's distances.
@@ -134,23 +136,3 @@ class RelaxedSamplingMattersMiner:
             f"RelaxedSamplingMattersMiner(tau={self.tau}, lower_cutoff={self.lower_cutoff}, upper_cutoff={self.upper_cutoff:.4f}, "
             f"min_positive_weight={self.min_positive_weight}, exclude_degenerate={self.exclude_degenerate}, per_anchor={self.per_anchor})"
         )
-
-
-MINERS: dict[str, type] = {"relaxed_sampling_matters": RelaxedSamplingMattersMiner}
-
-
-def create_miner(name: str | None, options: dict | None = None):
-    """The miner registered as ``name`` built with ``options``; ``None`` (or ``"none"``) gives ``None``."""
-    if name is None or (isinstance(name, str) and name.lower() in ("none", "")):
-        if options:
-            raise UserError("miner_options were given but no miner; set miner: relaxed_sampling_matters or drop miner_options.")
-        return None
-    if name not in MINERS:
-        raise UserError(f"Unknown batch miner {name!r}; choose one of: {', '.join(sorted(MINERS))} (or none).")
-    try:
-        return MINERS[name](**(options or {}))
-    except TypeError:
-        import inspect
-
-        allowed = ", ".join(p for p in inspect.signature(MINERS[name]).parameters)
-        raise UserError(f"The {name} miner does not accept miner_options {sorted(options or {})}; its options are: {allowed}.") from None

@@ -22,17 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from simtool.losses import register_loss
-from simtool.losses.common import (
-    RelationalLoss,
-    auto_chunk,
-    check_chunk,
-    chunked_sum,
-    margins,
-    positive,
-    relational_geometry,
-    triple_mask,
-)
+from simtool.losses._registry import register_loss
+from simtool.losses.common import RelationalLoss, auto_chunk, check_chunk, chunked_sum, margins, positive, relational_geometry, triple_mask
 
 __all__ = ["MTTLoss"]
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simtool.errors import UserError
-from simtool.losses import register_loss
+from simtool.losses._registry import register_loss
 
 __all__ = ["nt_xent", "NTXentLoss"]
 

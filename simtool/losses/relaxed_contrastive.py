@@ -20,14 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from simtool.losses import register_loss
-from simtool.losses.common import (
-    EPS,
-    RelationalLoss,
-    pair_mask,
-    positive,
-    relational_geometry,
-)
+from simtool.losses._registry import register_loss
+from simtool.losses.common import EPS, RelationalLoss, pair_mask, positive, relational_geometry
 
 __all__ = ["RelaxedContrastiveLoss"]
 

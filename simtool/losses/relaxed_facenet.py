@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from simtool.errors import UserError
-from simtool.losses import register_loss
+from simtool.losses._registry import register_loss
 from simtool.losses.common import (
     RelationalLoss,
     auto_chunk,

@@ -21,13 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from simtool.losses import register_loss
-from simtool.losses.common import (
-    RelationalLoss,
-    pair_weights,
-    positive,
-    relational_geometry,
-)
+from simtool.losses._registry import register_loss
+from simtool.losses.common import RelationalLoss, pair_weights, positive, relational_geometry
 
 __all__ = ["RelaxedInfoNCELoss"]
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from simtool.losses import register_loss
+from simtool.losses._registry import create_miner, register_loss
 from simtool.losses.common import (
     EPS,
     RelationalLoss,
@@ -42,7 +42,6 @@ from simtool.losses.common import (
     relational_geometry,
     triple_mask,
 )
-from simtool.losses.miners import create_miner
 
 __all__ = ["RKDLoss", "mined_angles"]
 

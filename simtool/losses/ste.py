@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simtool.losses import register_loss
+from simtool.losses._registry import register_loss
 from simtool.losses.common import LabelledLoss, TripletGeometry, positive
 
 __all__ = ["STELoss"]

@@ -26,19 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simtool.losses import register_loss
-from simtool.losses.common import (
-    RelationalLoss,
-    auto_chunk,
-    check_chunk,
-    chunked_sum,
-    margins,
-    n_triples,
-    positive,
-    relational_geometry,
-    triple_mask,
-)
-from simtool.losses.miners import create_miner
+from simtool.losses._registry import create_miner, register_loss
+from simtool.losses.common import RelationalLoss, auto_chunk, check_chunk, chunked_sum, margins, n_triples, positive, relational_geometry, triple_mask
 
 __all__ = ["STMRLoss", "stmr_terms"]
 

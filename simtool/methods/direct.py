@@ -27,7 +27,7 @@ from simtool.engine.method import Method, StepInfo
 from simtool.engine.seed import numpy_rng
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset
-from simtool.methods import register_method
+from simtool.methods._registry import register_method
 from simtool.methods.distill import ImageRows, StudentSpec, item_means
 from simtool.methods.image_batches import AugmentSpec, ImageDataSpec, ImagePipeline, embed_images
 from simtool.methods.triplet_common import LossSpec, TripletSplitSpec, check_loss, labelled_loss, select_triplets, single_kind, triplet_scores
@@ -54,11 +54,10 @@ class DirectSpec(CommonSpec):
         return self
 
 
-@register_method("direct", DirectSpec)
+@register_method("direct", DirectSpec, default_dataset="triplets")  # without --data: the default toy world's triplets
 class Direct(Method):
     """See the module docstring."""
 
-    default_dataset = "triplets"
 
     def __init__(self, spec: DirectSpec, device: torch.device, dist: DistInfo, console: Console):
         self.spec, self.device, self.dist = spec, device, dist

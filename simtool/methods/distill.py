@@ -45,7 +45,7 @@ from simtool.engine.method import Method, StepInfo
 from simtool.engine.seed import numpy_rng, torch_generator
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset
-from simtool.methods import register_method
+from simtool.methods._registry import register_method
 from simtool.methods.image_batches import AugmentSpec, ImageDataSpec, ImagePipeline, embed_images
 from simtool.methods.triplet_common import LossSpec, check_loss, kind_codes, triplet_scores
 from simtool.models import create_model
@@ -219,11 +219,10 @@ def item_means(emb: torch.Tensor, groups: np.ndarray) -> tuple[torch.Tensor, np.
     return out / counts, uniq
 
 
-@register_method("distill", DistillSpec)
+@register_method("distill", DistillSpec, default_dataset="triplets")  # without --data: the default toy world's triplets
 class Distill(Method):
     """See the module docstring."""
 
-    default_dataset = "triplets"
 
     def __init__(self, spec: DistillSpec, device: torch.device, dist: DistInfo, console: Console):
         self.spec, self.device, self.dist = spec, device, dist

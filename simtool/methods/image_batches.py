@@ -28,6 +28,7 @@ from simtool.data.images import center_box, sample_crop_box
 from simtool.engine.seed import numpy_rng, seed_worker, torch_generator
 from simtool.errors import UserError
 from simtool.specs.base import Spec
+from simtool.specs.common import ImageLoadingSpec
 
 CACHE_LIMIT_BYTES = 4 * 2**30
 
@@ -44,13 +45,11 @@ class AugmentSpec(Spec):
     hue: float = Field(0.0, ge=0, le=0.5)
 
 
-class ImageDataSpec(Spec):
+class ImageDataSpec(ImageLoadingSpec):
     """What every image method's ``data`` section has beyond ``path``."""
 
     image_size: int = Field(224, ge=16, le=1024)
     eval_crop: Optional[float] = Field(None, gt=0, le=1, description="central fraction of each side at evaluation; default: the backbone's crop_pct")
-    cache: Literal["auto", "memory", "none"] = "auto"
-    num_workers: Union[int, Literal["auto"]] = "auto"
 
 
 @dataclass

@@ -35,7 +35,7 @@ from simtool.engine.method import Method, StepInfo
 from simtool.engine.seed import torch_generator
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset
-from simtool.methods import register_method
+from simtool.methods._registry import register_method
 from simtool.methods.triplet_common import LossSpec, TripletSplitSpec, check_loss, labelled_loss, select_triplets, single_kind, triplet_scores
 from simtool.models import create_model
 from simtool.specs.base import Spec
@@ -69,11 +69,10 @@ class TeacherSpec(CommonSpec):
         return self
 
 
-@register_method("teacher", TeacherSpec)
+@register_method("teacher", TeacherSpec, default_dataset="triplets")  # without --data: the default toy world's triplets
 class Teacher(Method):
     """See the module docstring."""
 
-    default_dataset = "triplets"  # without --data: the default toy world's triplets
 
     def __init__(self, spec: TeacherSpec, device: torch.device, dist: DistInfo, console: Console):
         self.spec, self.device, self.dist = spec, device, dist

@@ -41,10 +41,10 @@ from simtool.engine.seed import numpy_rng, seed_worker, torch_generator
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset
 from simtool.losses import create_loss
-from simtool.methods import register_method
+from simtool.methods._registry import register_method
 from simtool.models import create_model
 from simtool.specs.base import Spec
-from simtool.specs.common import BaseDataSpec, CommonSpec
+from simtool.specs.common import BaseDataSpec, CommonSpec, ImageLoadingSpec
 
 CACHE_LIMIT_BYTES = 4 * 2**30
 
@@ -55,7 +55,7 @@ CACHE_LIMIT_BYTES = 4 * 2**30
 Module = Literal["classic", "labels", "linear_eval"]
 
 
-class DataSpec(BaseDataSpec):
+class DataSpec(BaseDataSpec, ImageLoadingSpec):
     rooms: str = Field("semantic", description="'semantic', 'random', or a room-assignment JSON file")
     image_size: int = Field(224, ge=16, le=1024)
     subsample: float = Field(0.3, gt=0, le=1, description="fraction of training objects kept (see subsample_mode)")
@@ -65,8 +65,6 @@ class DataSpec(BaseDataSpec):
         "per_category: ceil(subsample x n) objects of every category",
     )
     eval_crop: float = Field(0.875, gt=0, le=1, description="test transform: the central fraction of each side, resized (0.875 = the original's 224/256)")
-    cache: Literal["auto", "memory", "none"] = "auto"
-    num_workers: Union[int, Literal["auto"]] = "auto"
 
 
 class StreamSpec(Spec):

@@ -6,13 +6,7 @@
   representation matrix.
 """
 
-from simtool.metrics.odd_one_out import (
-    LEVELS,
-    TripletSet,
-    odd_one_out_accuracy,
-    sample_odd_one_out_triplets,
-    triplet_correct,
-)
+from simtool.metrics.odd_one_out import LEVELS, TripletSet, odd_one_out_accuracy, sample_odd_one_out_triplets, triplet_correct
 from simtool.metrics.representation import collapse, effective_rank, sparsity
 
 __all__ = [

@@ -14,60 +14,32 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
 from simtool import __version__
 from simtool.errors import UserError
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    factory: Callable[..., nn.Module]
-    build_only: tuple[str, ...]  # constructor arguments not recorded in the card
-
-
-MODELS: dict[str, ModelEntry] = {}
-
-
-def register_model(name: str, build_only: tuple[str, ...] = ("pretrained",)):
-    """Decorator registering a model class or factory under ``name``.
-
-    ``build_only`` names constructor arguments that are used when the model is first created but
-    not when it is rebuilt from its card (the weights come from the file then).
-    """
-
-    def deco(factory):
-        MODELS[name] = ModelEntry(name, factory, tuple(build_only))
-        return factory
-
-    return deco
+from simtool.models._registry import MODELS, register_model
 
 
 def load_builtin() -> None:
-    from simtool.models import time_context  # noqa: F401 - registers itself
-    from simtool.models import psycho, student  # noqa: F401 - triplet route: teacher and image student
+    """Import the built-in models (every public module of this package registers its own)."""
+    MODELS.load_builtin()
 
 
-def _entry(name: str) -> ModelEntry:
-    load_builtin()
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise UserError(f"Unknown model {name!r}; registered models: {', '.join(sorted(MODELS))}.") from None
+def _entry(name: str):
+    return MODELS.get(name)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name``; it carries its card as ``model.simtool_card``."""
     entry = _entry(name)
     try:
-        inspect.signature(entry.factory).bind(**kwargs)
+        inspect.signature(entry.obj).bind(**kwargs)
     except TypeError as exc:
         raise UserError(f"Model {name!r} does not accept these arguments ({exc}).") from None
-    model = entry.factory(**kwargs)
+    model = entry.obj(**kwargs)
     card_kwargs = {k: v for k, v in kwargs.items() if k not in entry.build_only}
     json.dumps(card_kwargs)  # a card must be plain JSON
     model.simtool_card = {"model": name, "kwargs": card_kwargs, "simtool": __version__}
@@ -94,3 +66,5 @@ def load_model(path, hint: str = "train the run again or resume it") -> nn.Modul
         raise UserError(f"The weights in {path} do not fit the model its card describes ({str(exc).splitlines()[0]}); {hint}.") from None
     model.simtool_card = card
     return model.eval()
+
+__all__ = ["MODELS", "register_model"]

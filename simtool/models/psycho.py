@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from simtool.errors import UserError
-from simtool.models import register_model
+from simtool.models._registry import register_model
 
 __all__ = ["PsychoModel", "repetition_seed"]
 

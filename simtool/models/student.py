@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simtool.errors import UserError
-from simtool.models import register_model
+from simtool.models._registry import register_model
 from simtool.models.backbone import create_backbone
 
 __all__ = ["StudentModel", "FROZEN", "HEADS"]

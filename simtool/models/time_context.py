@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from simtool.models import register_model
+from simtool.models._registry import register_model
 from simtool.models.backbone import create_backbone
 from simtool.models.heads import MLPHead
 

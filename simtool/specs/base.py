@@ -130,6 +130,25 @@ def validate(model: type[S], data: dict, source: str = "spec") -> S:
         raise UserError(format_validation_error(exc, model, source)) from exc
 
 
+# Declares a spec field *run-only*: it says where or how fast a run ran, not what it learned
+# (``Field(..., json_schema_extra=RUN_ONLY)``); ``compare`` ignores such keys when it looks for
+# settings that differ between runs (:func:`run_only_paths`).
+RUN_ONLY = {"run_only": True}
+
+
+def run_only_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted paths of the fields of ``model`` (and of its nested specs) declared with :data:`RUN_ONLY`."""
+    out: list[str] = []
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("run_only"):
+            out.append(prefix + name)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(run_only_paths(ann, prefix + name + "."))
+    return out
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():

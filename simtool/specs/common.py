@@ -1,19 +1,20 @@
 """What every training run shares, whatever its method: the part of a train spec the engine reads.
 
 A method's spec subclasses :class:`CommonSpec`, adds its own sections and sets
-``method: Literal["<name>"]``; :mod:`simtool.specs.train` unites the registered method specs into
-one discriminated union on ``method``. The engine (``simtool.engine``) reads only the fields
-defined here: ``seed``, ``device``, ``precision``, ``optim``, ``schedule``, ``loop`` and
+``method: Literal["<name>"]``; :func:`simtool.methods.train_spec_type` unites the registered method
+specs into one discriminated union on ``method``. Fields declared with
+:data:`~simtool.specs.base.RUN_ONLY` say where or how fast a run ran, not what it learned. The
+engine (``simtool.engine``) reads only the fields defined here: ``seed``, ``device``, ``precision``, ``optim``, ``schedule``, ``loop`` and
 ``checkpoint`` (and ``data.path`` through :class:`BaseDataSpec`).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from simtool.specs.base import Spec
+from simtool.specs.base import RUN_ONLY, Spec
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -57,13 +58,13 @@ class ScheduleSpec(Spec):
 class LoopSpec(Spec):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(64, ge=2, description="items per step over all processes (the global batch)")
-    batch_size_per_device: Optional[int] = Field(None, ge=1, description="filled in by the engine: batch_size / number of processes")
-    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl records")
-    eval_every: int = Field(1, ge=0, description="epochs between validation passes (0 = never)")
+    batch_size_per_device: Optional[int] = Field(None, ge=1, description="filled in by the engine: batch_size / number of processes", json_schema_extra=RUN_ONLY)
+    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl records", json_schema_extra=RUN_ONLY)
+    eval_every: int = Field(1, ge=0, description="epochs between validation passes (0 = never)", json_schema_extra=RUN_ONLY)
 
 
 class CheckpointSpec(Spec):
-    every: int = Field(0, ge=0, description="steps between resumable checkpoints (0 = at epoch ends only)")
+    every: int = Field(0, ge=0, description="steps between resumable checkpoints (0 = at epoch ends only)", json_schema_extra=RUN_ONLY)
     best: Optional[str] = Field(None, description="a validation figure the method reports (e.g. val/fstrt): keep checkpoints/best.safetensors, "
                                 "the weights of the validation pass where it was best; save-embeddings and evaluate then use them")
     best_mode: Literal["max", "min"] = Field("max", description="whether a larger (max) or smaller (min) value of checkpoint.best is better")
@@ -72,15 +73,23 @@ class CheckpointSpec(Spec):
 class BaseDataSpec(Spec):
     """Every method's ``data`` section has at least ``path``."""
 
-    path: Optional[str] = Field(None, description="dataset directory; none = the built-in toy world")
+    path: Optional[str] = Field(None, description="dataset directory; none = the built-in toy world", json_schema_extra=RUN_ONLY)
+
+
+class ImageLoadingSpec(Spec):
+    """How a method's images are loaded (never what is learned): the decoded-image cache and the
+    DataLoader workers. Part of every image method's ``data`` section."""
+
+    cache: Literal["auto", "memory", "none"] = Field("auto", description="auto: decode once into memory when the frames are stored at the training size and fit in 4 GiB", json_schema_extra=RUN_ONLY)
+    num_workers: Union[int, Literal["auto"]] = Field("auto", description="DataLoader worker processes (auto: half the CPU threads, at most 8; 0 with a memory cache)", json_schema_extra=RUN_ONLY)
 
 
 class CommonSpec(Spec):
     method: str
     preset: Optional[str] = None
-    profile: Optional[str] = None
-    seed: int = 0
-    device: Device = "auto"
+    profile: Optional[str] = Field(None, json_schema_extra=RUN_ONLY)
+    seed: int = Field(0, json_schema_extra=RUN_ONLY)
+    device: Device = Field("auto", json_schema_extra=RUN_ONLY)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     data: BaseDataSpec = BaseDataSpec()
     optim: OptimSpec = OptimSpec()
@@ -89,7 +98,3 @@ class CommonSpec(Spec):
     checkpoint: CheckpointSpec = CheckpointSpec()
 
 
-# Keys of a resolved train spec that say where or how fast a run ran, not what it learned:
-# ``compare`` ignores them when it looks for settings that differ between runs.
-RUN_ONLY_KEYS = ("seed", "device", "profile", "data.path", "data.cache", "data.num_workers",
-                 "loop.log_every", "loop.eval_every", "loop.batch_size_per_device", "checkpoint.every")

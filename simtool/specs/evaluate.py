@@ -1,17 +1,17 @@
 """Specs for ``save-embeddings``, ``evaluate`` and ``compare``.
 
-``EvaluateSpec.options`` is a discriminated union on ``type`` of the option specs that the
-registered evaluators declare (``simtool.evaluators``): adding an evaluator adds its options here.
+``EvaluateSpec.options`` holds the options of the evaluator named by ``options.type``: the union of
+the option specs the registered evaluators declare is built next to their registry
+(:func:`simtool.evaluators.validate_evaluate_spec`), so this module imports nothing above it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field
 
-from simtool.errors import UserError
-from simtool.specs.base import Spec, format_validation_error
+from simtool.specs.base import Spec
 
 Split = Literal["train", "val", "test", "all"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -50,38 +50,3 @@ class CompareSpec(Spec):
     seed: int = Field(0, description="seed of the bootstrap and of the RSA/CKA subsample")
     max_items: int = Field(2000, ge=3, description="most items (shared ids) for RSA and CKA")
     figures: bool = Field(True, description="write PNG figures with --out")
-
-
-def options_type():
-    from simtool.evaluators import EVALUATORS, load_builtin
-
-    load_builtin()
-    classes = tuple(e.options for e in EVALUATORS.values())
-    return classes[0] if len(classes) == 1 else Annotated[Union[classes], Field(discriminator="type")]
-
-
-def validate_evaluate_spec(data: dict, source: str = "evaluate options") -> EvaluateSpec:
-    """Validate the common part, then ``options`` against the evaluator named by ``options.type``."""
-    from simtool.evaluators import EVALUATORS, load_builtin
-
-    load_builtin()
-    options = dict(data.get("options") or {})
-    kind = options.get("type")
-    if kind not in EVALUATORS:
-        raise UserError(f"Unknown evaluation --type {kind!r}; choose one of: {', '.join(sorted(EVALUATORS))}.")
-    cls = EVALUATORS[kind].options
-    unknown = sorted(k for k, v in options.items() if k not in cls.model_fields and v is not None)
-    if unknown:
-        raise UserError(f"Option {unknown[0]!r} does not apply to --type {kind}; its options are: {', '.join(k for k in cls.model_fields if k != 'type')}.")
-    options = {k: v for k, v in options.items() if k in cls.model_fields and v is not None}
-    try:
-        parsed = TypeAdapter(options_type()).validate_python(options)
-    except ValidationError as exc:
-        raise UserError(format_validation_error(exc, cls, source, strip_tags=set(EVALUATORS))) from None
-    common = {k: v for k, v in data.items() if k != "options"}
-    try:
-        spec = EvaluateSpec.model_validate({**common, "options": None})
-    except ValidationError as exc:
-        raise UserError(format_validation_error(exc, EvaluateSpec, source)) from None
-    spec.options = parsed
-    return spec

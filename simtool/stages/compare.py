@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simtool.compare.aggregate import Aggregated, SAMPLE_KEY, aggregate, collect, differences, groups_at, is_score, resolve_reference
+from simtool.compare.aggregate import SAMPLE_KEY, Aggregated, aggregate, collect, differences, groups_at, is_score, resolve_reference
 from simtool.compare.similarity import collect_members, is_embeddings_target, similarity, similarity_tables
 from simtool.compare.tables import _row_label, _rows, markdown, records_csv, settings_table, tables
 from simtool.errors import UserError
@@ -39,7 +39,7 @@ def _default_layer(agg: Aggregated, type_: str) -> str | None:
     per_label: dict[str, set] = {}
     order: list[str] = []
     for g in agg.groups:
-        if g.type == type_ and is_score(g.metric, g.level):
+        if g.type == type_ and is_score(g):
             per_label.setdefault(g.label, set()).add(g.layer)
             if g.layer not in order:
                 order.append(g.layer)
@@ -64,7 +64,7 @@ def _figures(spec, agg: Aggregated | None, sim, out: Path) -> list[Path]:
     written: list[Path] = []
     if agg:
         for t in dict.fromkeys(g.type for g in agg.groups):
-            mine = [g for g in agg.groups if g.type == t and is_score(g.metric, g.level)]
+            mine = [g for g in agg.groups if g.type == t and is_score(g)]
             if not mine:
                 continue
             cols = list(dict.fromkeys((g.metric, g.level) for g in mine))
@@ -87,7 +87,7 @@ def _figures(spec, agg: Aggregated | None, sim, out: Path) -> list[Path]:
                 return out_s
 
             layer = spec.layer or _default_layer(agg, t)
-            at = [g for g in groups_at(agg, layer, spec.layer_of) if g.type == t and is_score(g.metric, g.level)]
+            at = [g for g in groups_at(agg, layer, spec.layer_of) if g.type == t and is_score(g)]
             if at:
                 mapped = {g.label: g.layer for g in at if g.layer != layer}
                 where = layer + (f" ({', '.join(f'{k}: {v}' for k, v in mapped.items())})" if mapped else "")

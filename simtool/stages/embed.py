@@ -206,6 +206,7 @@ def _provenance(loaded: LoadedRun, name: str, layers: list[str]) -> dict:
         "best": loaded.best,
         "context": loaded.card.get("context", {}),
         "dataset": loaded.card.get("dataset", {}),
+        **({"run_only": loaded.card["run_only"]} if "run_only" in loaded.card else {}),
     }
 
 

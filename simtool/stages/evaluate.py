@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from simtool.errors import UserError
-from simtool.evaluators import get_evaluator
+from simtool.evaluators import EVALUATORS, get_evaluator
 from simtool.formats.results import results_doc, write_results
 
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -35,7 +35,7 @@ def load_target(spec, console: Console | None = None):
     if target.suffix in ARRAY_SUFFIXES:
         from simtool.formats.embeddings import read_array
 
-        reader = getattr(get_evaluator(spec.options.type), "read_array", None)  # an evaluator may read its own labels (triplets)
+        reader = EVALUATORS.get(spec.options.type).array_reader  # an evaluator may read its own labels (triplets)
         if reader is not None:
             return reader(target, spec.labels, spec.options), None
         return read_array(target, spec.labels), None

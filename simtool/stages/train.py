@@ -16,9 +16,8 @@ from simtool.errors import UserError
 from simtool.formats.dataset_dir import CARD, FORMAT_VERSION
 from simtool.formats.run_dir import RunDir
 from simtool.io import cache_dir
-from simtool.methods import build_method
-from simtool.specs.data import ToyWorldBuildSpec, ToyWorldSpec
-from simtool.specs.train import validate_train_spec
+from simtool.methods import build_method, validate_train_spec
+from simtool.data.builders.toyworld import ToyWorldBuildSpec, ToyWorldSpec
 
 TOYWORLD_VERSION = 2  # bump when the renderer's output changes (2: the toy triplets in DIR/triplets)
 
@@ -51,11 +50,11 @@ def ensure_default_toyworld(console: Console | None = None) -> Path:
 
 
 def default_dataset(method: str) -> Path:
-    """The default data of ``method``: the toy world, or the part of it the method's class names in
-    its ``default_dataset`` attribute (e.g. ``"triplets"``: the toy world's triplet judgements)."""
+    """The default data of ``method``: the toy world, or the part of it the method registered as its
+    ``default_dataset`` (e.g. ``"triplets"``: the toy world's triplet judgements)."""
     from simtool.methods import get_method
 
-    sub = getattr(get_method(method).factory, "default_dataset", "") or ""
+    sub = get_method(method).default_dataset
     return default_toyworld_path() / sub if sub else default_toyworld_path()
 
 

@@ -21,24 +21,53 @@ Class ids are 0-based in the dataset (the standard 1-based ids minus one).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, field_validator
 
-from simtool.data.builders import register_builder
-from simtool.data.builders.common import (
-    BuildContext,
-    Scan,
-    assign_splits,
-    files_below,
-    plan_table,
-    require_source,
-    run_image_build,
-    split_names,
-    subdirs,
-)
+from simtool.data.builders._registry import register_builder
+from simtool.data.builders._scan import files_below, require_source, subdirs
+from simtool.data.builders.parts import BuildContext, Scan, plan_table, run_image_build
+from simtool.data.splits import assign_splits, split_names
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import CLASS_INDEX, SPLITS
+from simtool.specs.base import Spec
+from simtool.specs.data import ImageBuildBase, check_fractions, parse_fractions
+
+
+class ImageFolderOptions(Spec):
+    split: List[float] = Field([0.5, 0.5], description="fractions of classes: train,test or train,val,test (seeded); ignored with a SRC/train, SRC/test split level")
+
+    _fractions = field_validator("split", mode="before")(parse_fractions)
+    _check = field_validator("split")(check_fractions)
+
+
+class ImageFolderBuildSpec(ImageBuildBase):
+    """``--format imagefolder SRC``: SRC/<class>/<image>, or SRC/{train,val,test}/<class>/<image>."""
+
+    format: Literal["imagefolder"]
+    imagefolder: ImageFolderOptions = ImageFolderOptions()
+
+
+class CUBBuildSpec(ImageBuildBase):
+    """``--format cub SRC``: CUB-200-2011, classes 1-100 train, 101-200 test."""
+
+    format: Literal["cub"]
+
+
+class CarsBuildSpec(ImageBuildBase):
+    """``--format cars SRC``: Cars196 (cars_annos.mat), classes 1-98 train, 99-196 test."""
+
+    format: Literal["cars"]
+
+
+class SOPBuildSpec(ImageBuildBase):
+    """``--format sop SRC``: Stanford Online Products, Ebay_train.txt / Ebay_test.txt."""
+
+    format: Literal["sop"]
+
 
 SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -233,21 +262,21 @@ def scan_sop(spec, ctx: BuildContext, progress=None) -> Scan:
     return Scan(kind="classes", name="stanford-online-products", reader=("files", str(root.resolve())), plan=plan, info=info)
 
 
-@register_builder("imagefolder")
+@register_builder("imagefolder", spec=ImageFolderBuildSpec)
 def build_imagefolder(spec, progress=None, ctx: BuildContext | None = None) -> dict:
     return run_image_build(spec, scan_imagefolder, finalize_classes, progress, ctx)
 
 
-@register_builder("cub")
+@register_builder("cub", spec=CUBBuildSpec)
 def build_cub(spec, progress=None, ctx: BuildContext | None = None) -> dict:
     return run_image_build(spec, scan_cub, finalize_classes, progress, ctx)
 
 
-@register_builder("cars")
+@register_builder("cars", spec=CarsBuildSpec)
 def build_cars(spec, progress=None, ctx: BuildContext | None = None) -> dict:
     return run_image_build(spec, scan_cars, finalize_classes, progress, ctx)
 
 
-@register_builder("sop")
+@register_builder("sop", spec=SOPBuildSpec)
 def build_sop(spec, progress=None, ctx: BuildContext | None = None) -> dict:
     return run_image_build(spec, scan_sop, finalize_classes, progress, ctx)

@@ -14,16 +14,35 @@ icdl.categories=FILE``; rooms: ``--rooms FILE`` as for ``--format mvimgnet``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field
 
-from simtool.data.builders import register_builder
-from simtool.data.builders.common import BuildContext, Scan, require_source, run_image_build
+from simtool.data.builders._registry import register_builder
+from simtool.data.builders._scan import require_source
 from simtool.data.builders.mvimgnet import CATEGORY_FILE, category_name_list, finalize_video, load_rooms, read_category_file
+from simtool.data.builders.parts import BuildContext, Scan, run_image_build
 from simtool.errors import UserError
+from simtool.specs.base import Spec
+from simtool.specs.data import ImageBuildBase
+
+
+class ICDLOptions(Spec):
+    rooms: Optional[str] = Field(None, description="room assignment JSON stored as the semantic rooms")
+    random_rooms: Optional[str] = Field(None, description="room assignment JSON stored as the random control (default: a seeded permutation of --rooms)")
+    categories: Optional[str] = Field(None, description="category names file (id,name per line); default SRC/mvimgnet_category.txt when present")
+
+
+class ICDLBuildSpec(ImageBuildBase):
+    """``--format icdl SRC``: the original code's data_all.h5 + dataset_{train,val,test}_all3.parquet."""
+
+    format: Literal["icdl"]
+    icdl: ICDLOptions = ICDLOptions()
+
 
 H5_NAME = "data_all.h5"
 PARQUETS = {"train": "dataset_train_all3.parquet", "val": "dataset_val_all3.parquet", "test": "dataset_test_all3.parquet"}
@@ -107,6 +126,6 @@ def scan_icdl(spec, ctx: BuildContext, progress=None) -> Scan:
     return Scan(kind="video", name=f"icdl-{src.resolve().name}", reader=("h5", str(h5.resolve())), plan=plan, info=info, skipped=skipped)
 
 
-@register_builder("icdl")
+@register_builder("icdl", spec=ICDLBuildSpec)
 def build_icdl(spec, progress=None, ctx: BuildContext | None = None) -> dict:
     return run_image_build(spec, scan_icdl, finalize_video, progress, ctx)

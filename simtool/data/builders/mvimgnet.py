@@ -21,25 +21,41 @@ rooms, and a seeded random permutation of it with the same room sizes as the ran
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Literal, Optional, Union
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, field_validator
 
-from simtool.data.builders import register_builder
-from simtool.data.builders.common import (
-    BuildContext,
-    Scan,
-    files_in,
-    frame_number,
-    plan_table,
-    require_source,
-    run_image_build,
-    subdirs,
-)
+from simtool.data.builders._registry import register_builder
+from simtool.data.builders._scan import files_in, frame_number, require_source, subdirs
+from simtool.data.builders.parts import BuildContext, Scan, plan_table, run_image_build
 from simtool.data.rooms import UNCERTAIN, parse_room_assignment, random_room_assignment, read_room_json
 from simtool.data.splits import split_by_object
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import FRAMES, video_counts, write_rooms
+from simtool.specs.base import Spec
+from simtool.specs.data import ImageBuildBase, check_fractions, parse_fractions
+
+
+class MVImgNetOptions(Spec):
+    require_cameras: bool = Field(False, description="skip objects whose sparse/ reconstruction is missing or empty")
+    split: Union[Literal["original"], List[float]] = Field("original", description="original (every 10th object test, the one before it val) or fractions train,val,test of objects per category (seeded)")
+    rooms: Optional[str] = Field(None, description="room assignment JSON (room name -> category ids; 'Uncertain' = dropped) stored as the semantic rooms")
+    random_rooms: Optional[str] = Field(None, description="room assignment JSON stored as the random control (default: a seeded permutation of --rooms)")
+    only_rooms: bool = Field(False, description="build only the categories that have a room in --rooms")
+    categories: Optional[str] = Field(None, description="category names file (id,name per line); default SRC/mvimgnet_category.txt when present")
+
+    _fractions = field_validator("split", mode="before")(parse_fractions)
+    _check = field_validator("split")(check_fractions)
+
+
+class MVImgNetBuildSpec(ImageBuildBase):
+    """``--format mvimgnet SRC``: SRC/[mvi_XX/]<category id>/<object id>/images/<frame>.jpg."""
+
+    format: Literal["mvimgnet"]
+    mvimgnet: MVImgNetOptions = MVImgNetOptions()
+
 
 EXPECTED = "an object-video tree SRC/<category id>/<object id>/images/<frame>.jpg (or SRC/mvi_XX/<category id>/<object id>/images/...)"
 CATEGORY_FILE = "mvimgnet_category.txt"
@@ -279,6 +295,6 @@ def scan_mvimgnet(spec, ctx: BuildContext, progress=None) -> Scan:
                 rejected=rejected, skipped=skipped)
 
 
-@register_builder("mvimgnet")
+@register_builder("mvimgnet", spec=MVImgNetBuildSpec)
 def build_mvimgnet(spec, progress=None, ctx: BuildContext | None = None) -> dict:
     return run_image_build(spec, scan_mvimgnet, finalize_video, progress, ctx)

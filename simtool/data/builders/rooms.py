@@ -23,15 +23,33 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
+from pydantic import Field
 
-from simtool.data.builders import register_builder
+from simtool.data.builders._registry import register_builder
 from simtool.data.builders.mvimgnet import read_category_file
 from simtool.data.rooms import UNCERTAIN, parse_room_assignment, random_room_assignment
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import new_dataset_dir
 from simtool.io import atomic_write_json
+from simtool.specs.base import Spec
+from simtool.specs.data import BuildBase
+
+
+class RoomsOptions(Spec):
+    random: int = Field(2, ge=0, le=1000, description="number of seeded random assignments with the same room sizes")
+    per_room: Optional[int] = Field(None, ge=1, description="categories per room (default: the smallest room's size); the rest go to 'Uncertain'")
+    categories: Optional[str] = Field(None, description="category names file (id,name per line) to resolve category names in the table")
+
+
+class RoomsBuildSpec(BuildBase):
+    """``--format rooms TABLE``: room assignment JSONs from a category -> room table."""
+
+    format: Literal["rooms"]
+    rooms: RoomsOptions = RoomsOptions()
+
 
 BALANCED = "room_assignment_balanced.json"
 EXPECTED = "a CSV/TSV table with the columns category and room (one row per category)"
@@ -99,7 +117,7 @@ def balanced_rooms(rows: list[tuple[int, str]], per_room: int | None) -> dict[st
     return out
 
 
-@register_builder("rooms")
+@register_builder("rooms", spec=RoomsBuildSpec)
 def build_rooms(spec, progress=None, ctx=None) -> dict:
     t0 = time.time()
     if not spec.source:

@@ -13,17 +13,49 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
+from pydantic import Field
 
-from simtool.data.builders import register_builder
+from simtool.data.builders._registry import register_builder
 from simtool.data.images import encode_image
 from simtool.data.rooms import random_room_assignment
 from simtool.data.splits import split_by_object
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import IMAGES, ITEM_IMAGES, ITEMS, SPLITS, TRIPLETS, DatasetWriter, write_tables
 from simtool.formats.image_store import ImageSpool
+from simtool.specs.base import Spec
+from simtool.specs.data import BuildBase, SplitSpec
+
+
+class ToyWorldSpec(Spec):
+    """A procedurally rendered world: rooms × categories × objects × turntable frames.
+
+    Category = a 3-D shape family, object = a variation within it (colour, texture,
+    proportions), frame = turntable viewpoint. With ``room_backgrounds: false`` every room shares
+    one background, so rooms (contexts) can only be learned from co-occurrence in time.
+    """
+
+    n_rooms: int = Field(4, ge=2, le=8)
+    categories_per_room: int = Field(4, ge=1, le=8)
+    objects_per_category: int = Field(60, ge=3, le=200)
+    frames_per_object: int = Field(4, ge=2, le=360)
+    image_size: int = Field(64, ge=16, le=512)
+    room_backgrounds: bool = False
+    hue_spread: float = Field(0.15, ge=0, le=1, description="object hues vary within ±spread/2 turn of their family's typical hue (1 = any hue)")
+    image_format: Literal["png", "jpeg"] = "png"
+    split: SplitSpec = SplitSpec(train=0.7, val=0.1, test=0.2)
+
+
+
+
+class ToyWorldBuildSpec(BuildBase):
+    """``--format toyworld``: the procedural toy world (no SRC)."""
+
+    format: Literal["toyworld"]
+    toyworld: ToyWorldSpec = ToyWorldSpec()
+
 
 ROOM_NAMES = ["kitchen", "garage", "garden", "bathroom", "office", "bedroom", "attic", "workshop"]
 PROFILE = "toyworld"
@@ -61,7 +93,7 @@ def _write_triplets(root: Path, world, spec, split_of: dict, encoded: ImageSpool
     return write_tables(root, "triplets", tables, digest, card)
 
 
-@register_builder("toyworld")
+@register_builder("toyworld", spec=ToyWorldBuildSpec)
 def build_toyworld(spec, progress: Callable[..., None] | None = None, ctx=None) -> dict:
     """Render the toy world of ``spec.toyworld`` (seed ``spec.seed``) and write it to ``spec.out``."""
     from simtool.data.toyworld import render_toyworld

@@ -47,23 +47,49 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import List, Literal, Optional
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, field_validator
 
-from simtool.data.builders import register_builder
-from simtool.data.builders.common import (
-    IMAGE_SUFFIXES,
-    BuildContext,
-    Scan,
-    assign_splits,
-    files_in,
-    natural_ids,
-    plan_table,
-    run_image_build,
-)
+from simtool.data.builders._registry import register_builder
+from simtool.data.builders._scan import IMAGE_SUFFIXES, files_in, natural_ids
+from simtool.data.builders.parts import BuildContext, Scan, plan_table, run_image_build
+from simtool.data.splits import assign_splits
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import ITEM_IMAGES, ITEMS, SPLITS, TRIPLETS
+from simtool.specs.base import Spec
+from simtool.specs.data import ImageBuildBase, check_fractions, parse_fractions
+
+
+class TripletsOptions(Spec):
+    preset: Optional[Literal["things", "yummly", "ihsj"]] = Field(None, description="a named collection read from SRC: things, yummly or ihsj")
+    triplets: List[str] = Field([], description="triplet files (three ids per line; ihsj: the psiz observations HDF5)")
+    kind: Optional[Literal["odd-one-out", "directed"]] = Field(None, description="odd-one-out: (a, b) most similar, c odd; directed: a anchor, b closer, c farther")
+    images: Optional[str] = Field(None, description="folder of item images (file stem = item id)")
+    items: Optional[str] = Field(None, description="items file with a header row: one row per item id in order (ids = row numbers unless it has an 'id' column)")
+    id_column: Optional[str] = Field(None, description="column of --items holding the item ids (default: 'id' if present, else the row number)")
+    name_column: Optional[str] = Field(None, description="column of --items holding the names (default: 'name' if present, else the first column)")
+    catalog: Optional[str] = Field(None, description="ihsj: the psiz catalogue HDF5 (default: found under SRC)")
+    split_by: Literal["triplet", "item"] = Field("triplet", description="split the triplets themselves, or the items (a triplet across item splits is dropped)")
+    split: List[float] = Field([0.9, 0.1], description="fractions train,test or train,val,test (seeded)")
+
+    _fractions = field_validator("split", mode="before")(parse_fractions)
+    _check = field_validator("split")(check_fractions)
+
+    @field_validator("triplets", mode="before")
+    @classmethod
+    def _one_or_more(cls, value):
+        return [value] if isinstance(value, str) else value
+
+
+class TripletsBuildSpec(ImageBuildBase):
+    """``--format triplets``: items (optionally with images) and triplet judgements."""
+
+    format: Literal["triplets"]
+    triplets: TripletsOptions = TripletsOptions()
+
 
 HEADER_WORDS = {"a", "b", "c", "anchor", "positive", "negative", "query", "closer", "farther", "further", "odd", "odd_one_out",
                 "item", "item1", "item2", "item3", "id", "id1", "id2", "id3", "i", "j", "k", "first", "second", "third", "image1", "image2", "image3"}
@@ -529,6 +555,6 @@ def finalize_triplets(spec, scan: Scan, ok: np.ndarray, index: np.ndarray, tmp: 
     return tables, card, {"images": counts["images"], "categories": 0, "message": msg}
 
 
-@register_builder("triplets")
+@register_builder("triplets", spec=TripletsBuildSpec)
 def build_triplets(spec, progress=None, ctx: BuildContext | None = None) -> dict:
     return run_image_build(spec, scan_triplets, finalize_triplets, progress, ctx)
