@@ -36,8 +36,8 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     rows = []
 
-    from simtool.data.toyworld import render_toyworld
     from simtool.data.builders.toyworld import ToyWorldSpec
+    from simtool.data.toyworld import render_toyworld
 
     t = time.perf_counter()
     spec = ToyWorldSpec()
@@ -54,11 +54,12 @@ def main() -> None:
     s = timeit(lambda: build_stream(objects, frames, rooms, 7, 0.1, 0.8, np.random.default_rng(0)), repeats=3)
     rows.append(("stream build (1e6 frames, 10 rooms)", f"{s * 1e3:.0f} ms"))
 
-    from simtool.data.augment import BatchAugment, ClassicAugment
+    from simtool.data.augment import BatchAugment
+    from simtool.specs.augment import AugmentSpec
 
     x = torch.randint(0, 256, (2 * args.batch, 3, 64, 64), dtype=torch.uint8, device=device)
     for mode in ("crop", "classic"):
-        aug = BatchAugment(64, mode, ClassicAugment())
+        aug = BatchAugment(64, mode, AugmentSpec())
         g = torch.Generator().manual_seed(0)
         s = timeit(lambda: aug(x, g), sync=sync)
         rows.append((f"BatchAugment {mode} ({2 * args.batch}x3x64x64)", f"{s * 1e3:.1f} ms"))

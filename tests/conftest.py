@@ -43,8 +43,7 @@ def _isolated(tmp_path_factory, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
-    from simtool.data.builders import build_dataset
-    from simtool.data.builders import resolve_build_spec
+    from simtool.data.builders import build_dataset, resolve_build_spec
 
     out = tmp_path_factory.mktemp("data") / "tiny"
     build_dataset(resolve_build_spec("toyworld", str(out), sets=TINY_WORLD, seed=3))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 from simtool.data import augment as A
-from simtool.data.augment import ClassicAugment
+from simtool.specs.augment import AugmentSpec
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -102,13 +103,18 @@ def test_crop_grid_equals_affine_grid():
 
 
 def test_crop_fallback_is_centred():
-    # aspect ratios >= 3 never fit a square image at this scale -> torchvision's fallback
+    # aspect ratios >= 3 never fit a square image at this scale -> torchvision's fallback, continuous
+    # (not rounded to whole pixels), the same rule as the worker-side sampler
+    from simtool.data.images import sample_crop_box
+
     b, h, w = 8, 64, 64
     boxes = A._sample_crop_boxes(b, h, w, (0.9, 1.0), (3.0, 4.0), gen(0))
-    expected_h = round(w / 3.0)
+    expected_h = w / 3.0
     torch.testing.assert_close(boxes[:, 2], torch.full((b,), float(w)))
     torch.testing.assert_close(boxes[:, 3], torch.full((b,), float(expected_h)))
     torch.testing.assert_close(boxes[:, 1], torch.full((b,), (h - expected_h) / 2))
+    x0, y0, bw, bh = sample_crop_box(w, h, (0.9, 1.0), (3.0, 4.0), np.random.default_rng(0))
+    assert (bw * w, bh * h, y0 * h) == pytest.approx((w, expected_h, (h - expected_h) / 2)), "one fallback rule for both samplers"
     out = A.random_resized_crop(coordinate_image(b, h, w), 16, scale=(0.9, 1.0), ratio=(3.0, 4.0), generator=gen(0))
     assert out.shape == (b, 3, 16, 16)
 
@@ -293,7 +299,7 @@ def test_center_crop_constant_and_identity():
 
 LO = torch.tensor([(0 - m) / s for m, s in zip(A.IMAGENET_MEAN, A.IMAGENET_STD)]).view(1, 3, 1, 1)
 HI = torch.tensor([(1 - m) / s for m, s in zip(A.IMAGENET_MEAN, A.IMAGENET_STD)]).view(1, 3, 1, 1)
-SPEC = ClassicAugment(blur=0.5)
+SPEC = AugmentSpec(blur=0.5)
 
 
 @pytest.mark.parametrize("mode", ["crop", "classic", "eval"])
@@ -336,7 +342,7 @@ def test_batch_augment_eval_is_deterministic_and_validates():
 
 
 def test_classic_with_all_probabilities_zero_is_a_resized_crop():
-    spec = ClassicAugment(flip=0, jitter=0, grayscale=0, blur=0, min_crop=0.5)
+    spec = AugmentSpec(flip=0, jitter=0, grayscale=0, blur=0, min_crop=0.5)
     x = rand_uint8(8, 32, 32)
     out = A.BatchAugment(16, "classic", spec=spec)(x, gen(9))
     ref = A.normalize(A.random_resized_crop(x, 16, scale=(0.5, 1.0), generator=gen(9)))

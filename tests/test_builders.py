@@ -20,13 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from simtool.data.builders import build_dataset
+from simtool.data.builders import build_dataset, resolve_build_spec
 from simtool.data.builders._prepare import prepare_image
 from simtool.data.builders.parts import BuildContext, cut_parts, work_dir
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset, verify_dataset
 from simtool.formats.image_store import ImageStore
-from simtool.data.builders import resolve_build_spec
 from tests.conftest import cli
 
 RNG = np.random.default_rng(0)
@@ -348,11 +347,9 @@ def test_imagefolder_class_split_and_split_folders(tmp_path):
     assert sorted(e.split.tolist()) == ["test"] * 2 + ["train"] * 2 + ["val"] * 2 and e.class_names == ["cat", "dog"]
 
 
-def test_cub_cars_sop(tmp_path):
-    from scipy.io import savemat
-
-    # CUB: classes 1-100 train, 101-200 test; images.txt order and classes.txt names
-    cub = tmp_path / "dl" / "CUB_200_2011"
+def make_cub(root: Path) -> Path:
+    """CUB as downloaded: classes 1, 100 (train), 101, 200 (test); images.txt order and classes.txt names."""
+    cub = root / "CUB_200_2011"
     lines, labels = [], []
     for k, (num, name) in enumerate([(1, "Albatross"), (100, "Wren"), (101, "Tern"), (200, "Yellowthroat")], 1):
         folder = cub / "images" / f"{num:03d}.{name}"
@@ -363,12 +360,13 @@ def test_cub_cars_sop(tmp_path):
     (cub / "images.txt").write_text("\n".join(lines) + "\n")
     (cub / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
     (cub / "classes.txt").write_text("".join(f"{i} {i:03d}.C{i}\n" for i in range(1, 201)))
-    build("cub", tmp_path / "cub", tmp_path / "dl")
-    ds = Dataset(tmp_path / "cub")
-    assert ds.cls.tolist() == [0, 99, 100, 199] and ds.split.tolist() == ["train", "train", "test", "test"]
-    assert len(ds.class_names) == 200 and ds.class_names[0] == "C1"
-    # Cars196: cars_annos.mat read with scipy; classes 1-98 train, 99-196 test
-    cars = tmp_path / "cars"
+    return root
+
+
+def make_cars(cars: Path) -> Path:
+    """Cars196: cars_annos.mat (read with scipy) with classes 1, 98 (train), 99, 196 (test)."""
+    from scipy.io import savemat
+
     (cars / "car_ims").mkdir(parents=True)
     ann = np.zeros(4, dtype=[("relative_im_path", object), ("class", object), ("test", object)])
     for i, c in enumerate([1, 98, 99, 196]):
@@ -376,11 +374,12 @@ def test_cub_cars_sop(tmp_path):
         ann[i] = (f"car_ims/{i:06d}.jpg", np.uint8(c), np.uint8(0))
     names = np.array([f"Car {i}" for i in range(1, 197)], dtype=object)
     savemat(cars / "cars_annos.mat", {"annotations": ann.reshape(1, -1), "class_names": names.reshape(1, -1)})
-    build("cars", tmp_path / "c", cars)
-    c = Dataset(tmp_path / "c")
-    assert c.cls.tolist() == [0, 97, 98, 195] and c.split.tolist() == ["train", "train", "test", "test"] and c.class_names[98] == "Car 99"
-    # SOP: Ebay_train.txt / Ebay_test.txt with super classes
-    sop = tmp_path / "Stanford_Online_Products"
+    return cars
+
+
+def make_sop(root: Path) -> Path:
+    """Stanford Online Products: Ebay_train.txt / Ebay_test.txt with super classes."""
+    sop = root / "Stanford_Online_Products"
     rows = {"train": [(1, 1, 1, "bicycle_final/111_0.JPG"), (2, 1, 1, "bicycle_final/111_1.JPG"), (3, 2, 2, "chair_final/222_0.JPG")],
             "test": [(4, 3, 1, "bicycle_final/333_0.JPG")]}
     for split, rs in rows.items():
@@ -388,6 +387,20 @@ def test_cub_cars_sop(tmp_path):
             (sop / p).parent.mkdir(parents=True, exist_ok=True)
             (sop / p).write_bytes(jpeg(seed=len(p)))
         (sop / f"Ebay_{split}.txt").write_text("image_id class_id super_class_id path\n" + "".join(f"{a} {b} {c} {d}\n" for a, b, c, d in rs))
+    return root
+
+
+def test_cub_cars_sop(tmp_path):
+    make_cub(tmp_path / "dl")
+    build("cub", tmp_path / "cub", tmp_path / "dl")
+    ds = Dataset(tmp_path / "cub")
+    assert ds.cls.tolist() == [0, 99, 100, 199] and ds.split.tolist() == ["train", "train", "test", "test"]
+    assert len(ds.class_names) == 200 and ds.class_names[0] == "C1"
+    cars = make_cars(tmp_path / "cars")
+    build("cars", tmp_path / "c", cars)
+    c = Dataset(tmp_path / "c")
+    assert c.cls.tolist() == [0, 97, 98, 195] and c.split.tolist() == ["train", "train", "test", "test"] and c.class_names[98] == "Car 99"
+    make_sop(tmp_path)
     build("sop", tmp_path / "s", tmp_path)
     s = Dataset(tmp_path / "s")
     assert s.cls.tolist() == [0, 0, 1, 2] and s.superclass.tolist() == [0, 0, 1, 0] and s.split.tolist() == ["train"] * 3 + ["test"]
@@ -601,7 +614,7 @@ def test_verify_finds_damage(tmp_path):
 
 
 def test_readers_and_rows_table_for_every_kind(tmp_path, tiny_world):
-    from simtool.stages.embed import rows_table
+    from simtool.embedding.runs import rows_table
 
     vid = Dataset(tiny_world)
     rows = vid.rows("test")
@@ -665,3 +678,64 @@ def test_mvimgnet_dataset_trains_time_only(tmp_path):
                  *sets(TINY_TRAIN + ["loop.epochs=1"]))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+
+
+# -- every registered builder ---------------------------------------------------------------------------
+
+
+def _imagefolder_source(root: Path) -> Path:
+    for c in range(4):
+        (root / f"class{c}").mkdir(parents=True)
+        (root / f"class{c}" / "a.jpg").write_bytes(jpeg(seed=c))
+    return root
+
+
+def _triplets_source(root: Path) -> dict:
+    root.mkdir(parents=True)
+    (root / "t.txt").write_text("".join(f"{a} {b} {c}\n" for a, b, c in [(0, 1, 2), (1, 2, 3), (2, 3, 0), (3, 0, 1)]))
+    return {"triplets": [str(root / "t.txt")], "kind": "directed"}
+
+
+def _rooms_source(root: Path) -> dict:
+    root.mkdir(parents=True)
+    (root / "t.csv").write_text("category,room\n0,kitchen\n1,kitchen\n2,garage\n3,garage\n")
+    return {}
+
+
+# format -> (make a tiny source under a folder: returns options, or the SRC path; SRC (None: the
+# options name the files); the kind of the dataset it gives, or None for room files)
+SOURCES = {
+    "toyworld": (lambda root: {"sets": ["toyworld.objects_per_category=3", "toyworld.frames_per_object=2", "toyworld.image_size=16"]}, None, "video"),
+    "mvimgnet": (lambda root: make_mvimgnet(root) and {}, "src", "video"),
+    "icdl": (lambda root: make_icdl(root) or {}, "src", "video"),
+    "imagefolder": (lambda root: _imagefolder_source(root) and {}, "src", "classes"),
+    "cub": (lambda root: make_cub(root) and {}, "src", "classes"),
+    "cars": (lambda root: make_cars(root) and {}, "src", "classes"),
+    "sop": (lambda root: make_sop(root) and {}, "src", "classes"),
+    "triplets": (_triplets_source, None, "triplets"),
+    "rooms": (_rooms_source, "src/t.csv", None),
+}
+
+
+def test_every_registered_builder_has_a_generated_source():
+    from simtool.data.builders import BUILDERS
+
+    missing = sorted(set(BUILDERS.names()) - set(SOURCES))
+    assert not missing, f"builders without a generated source in tests/test_builders.py SOURCES: {missing}"
+
+
+@pytest.mark.parametrize("fmt", sorted(SOURCES))
+def test_every_registered_builder_builds_its_generated_source(tmp_path, fmt):
+    from simtool.data.builders import BUILDERS
+
+    assert fmt in BUILDERS
+    make, src, kind = SOURCES[fmt]
+    options = make(tmp_path / "src") or {}
+    sets = options.pop("sets", None)
+    build(fmt, tmp_path / "out", tmp_path / src if src else None, sets=sets, **options)
+    if kind is None:  # room files
+        assert (tmp_path / "out" / "room_assignment_balanced.json").is_file()
+        return
+    ds = Dataset(tmp_path / "out")
+    assert ds.kind == kind and len(ds) > 0 and verify_dataset(tmp_path / "out")[1] == []
+    assert BUILDERS.get(fmt).reads_images == (fmt not in ("toyworld", "rooms"))

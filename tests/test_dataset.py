@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from simtool.data.rooms import parse_room_assignment, random_room_assignment
+from simtool.data.rooms import random_room_assignment
 from simtool.data.splits import split_by_object
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset
+from simtool.formats.rooms import parse_room_assignment
 
 
 def test_split_by_object_is_per_category_and_disjoint():

@@ -63,7 +63,7 @@ def test_student_end_to_end_keeps_the_best_checkpoint(tmp_path, world):
 
     # save-embeddings used the best weights, not the final ones
     model = load_model(run.best_weights)
-    from simtool.stages.embed import load_run
+    from simtool.embedding.runs import load_run
 
     assert torch.equal(load_run(out).model.head[0].weight, model.head[0].weight)
     r = cli("evaluate", file, "--type", "triplets")
@@ -72,10 +72,10 @@ def test_student_end_to_end_keeps_the_best_checkpoint(tmp_path, world):
 
 def test_teacher_rows_are_matched_by_id_and_broadcast_to_images(tmp_path, world, tiny_world):
     from simtool.formats.dataset_dir import Dataset
-    from simtool.methods.distill import ImageRows, load_teachers
+    from simtool.methods.distill import load_teachers
 
     data, _, emb = world
-    rows = ImageRows(Dataset(data))
+    rows = Dataset(data).image_table()
     t = load_teachers([str(emb)], None, "embedding", rows.key)
     e = read_embeddings(emb)
     pos = {k: i for i, k in enumerate(e.ids)}
@@ -83,7 +83,7 @@ def test_teacher_rows_are_matched_by_id_and_broadcast_to_images(tmp_path, world,
     assert torch.equal(t, want), "row i of the student's images gets the teacher row of its item's id"
     # items with several images (the toy world's objects): every image of an item has its item's vector
     toy = Dataset(tiny_world / "triplets")
-    rows = ImageRows(toy)
+    rows = toy.image_table()
     assert len(rows.image) == len(toy.item_images[0]) > len(toy)
     fake = torch.randn(len(toy), 2, 3)
     file = tmp_path / "toy.safetensors"

@@ -19,7 +19,7 @@ from simtool.formats.weights import read_card, read_state, write_weights
 
 
 def _png(value: int) -> bytes:
-    from simtool.data.images import encode_image
+    from simtool.formats.image_codec import encode_image
 
     return encode_image(np.full((8, 8, 3), value, dtype=np.uint8))
 

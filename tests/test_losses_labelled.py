@@ -1,10 +1,16 @@
-"""Triplet-label losses (ste, triplet, double_margin, double_contrastive, double_multisimilarity)
-against brute-force loop implementations: value and gradient, float64, directed and odd-one-out,
-with and without degenerate triplets, 2-D and (B, R, D) embeddings."""
+"""Triplet-label (``labelled``) losses against brute-force loop implementations: value and gradient,
+float64, directed and odd-one-out, with and without degenerate triplets, 2-D and (B, R, D) embeddings.
+
+Every loss registered with convention ``labelled`` must have an entry in :data:`REFERENCES` (its
+reference and the option settings tested): the tests are parametrized over the registry, so a new
+loss without a reference fails, naming it (and ``test_every_registered_loss_has_a_reference`` in
+``tests/test_losses_relational.py`` checks the table against the registry)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -13,8 +19,8 @@ import torch.nn.functional as F
 from simtool.errors import UserError
 from simtool.losses import LOSSES, create_loss
 
-LABELLED = ["ste", "triplet", "double_margin", "double_contrastive", "double_multisimilarity"]
 KINDS = ["directed", "odd-one-out"]
+LABELLED = [name for name in LOSSES.names() if LOSSES[name].convention == "labelled"]  # from the registry
 
 
 # ------------------------------------------------------------------------------ references
@@ -36,42 +42,70 @@ def relu(x):
     return torch.clamp(x, min=0.0)
 
 
-def ref_triplet_loss(name, opts, e, a, b, c, kind):
-    """One triplet's loss, written from the formulas of the method reference (section 4.1)."""
-    if name == "ste":
-        tau = opts.get("tau", 0.005)
-        s = [ref_dot(e, a, b), ref_dot(e, a, c), ref_dot(e, b, c)]
-        terms = s[:2] if kind == "directed" else s
-        return -torch.log(torch.exp(s[0] / tau) / sum(torch.exp(x / tau) for x in terms))
-    if name == "triplet":
-        m = opts.get("margin", 0.2)
-        d01, d02, d12 = ref_dist(e, a, b), ref_dist(e, a, c), ref_dist(e, b, c)
-        if kind == "directed":
-            return relu(d01 - d02 + m)
-        return (relu(d01 - d02 + m) + relu(d01 - d12 + m)) / 2
-    if name == "double_margin":
-        beta, m = opts.get("beta", 1.2), opts.get("margin", 0.2)
-        d01, d02, d12 = ref_dist(e, a, b), ref_dist(e, a, c), ref_dist(e, b, c)
+# One triplet's loss, written from the formulas of the method reference (section 4.1): (opts, e, a, b, c, kind) -> scalar.
+def ref_ste(opts, e, a, b, c, kind):
+    tau = opts.get("tau", 0.005)
+    s = [ref_dot(e, a, b), ref_dot(e, a, c), ref_dot(e, b, c)]
+    terms = s[:2] if kind == "directed" else s
+    return -torch.log(torch.exp(s[0] / tau) / sum(torch.exp(x / tau) for x in terms))
 
-        def g(dp, dn):
-            return relu(dp - (beta - m)) + relu((beta + m) - dn)
 
-        return g(d01, d02) if kind == "directed" else (g(d01, d02) + g(d01, d12)) / 2
-    if name == "double_contrastive":
-        mp, mn = opts.get("margin_positive", 0.0), opts.get("margin_negative", 1.0)
-        d01, d02, d12 = ref_dist(e, a, b), ref_dist(e, a, c), ref_dist(e, b, c)
-        if kind == "directed":
-            return (relu(d01 - mp) + relu(mn - d02)) / 2
-        return (relu(d01 - mp) + relu(mn - d02) + relu(mn - d12)) / 3
-    if name == "double_multisimilarity":
-        lam, alpha, beta = opts.get("lam", 0.5), opts.get("alpha", 2.0), opts.get("beta", 40.0)
-        s01, s02, s12 = ref_dot(e, a, b), ref_dot(e, a, c), ref_dot(e, b, c)
+def ref_triplet(opts, e, a, b, c, kind):
+    m = opts.get("margin", 0.2)
+    d01, d02, d12 = ref_dist(e, a, b), ref_dist(e, a, c), ref_dist(e, b, c)
+    if kind == "directed":
+        return relu(d01 - d02 + m)
+    return (relu(d01 - d02 + m) + relu(d01 - d12 + m)) / 2
 
-        def f(sp, sn):
-            return softplus(alpha * (lam - sp)) / alpha + softplus(beta * (sn - lam)) / beta
 
-        return f(s01, s02) if kind == "directed" else (f(s01, s02) + f(s01, s12)) / 2
-    raise KeyError(name)
+def ref_double_margin(opts, e, a, b, c, kind):
+    beta, m = opts.get("beta", 1.2), opts.get("margin", 0.2)
+    d01, d02, d12 = ref_dist(e, a, b), ref_dist(e, a, c), ref_dist(e, b, c)
+
+    def g(dp, dn):
+        return relu(dp - (beta - m)) + relu((beta + m) - dn)
+
+    return g(d01, d02) if kind == "directed" else (g(d01, d02) + g(d01, d12)) / 2
+
+
+def ref_double_contrastive(opts, e, a, b, c, kind):
+    mp, mn = opts.get("margin_positive", 0.0), opts.get("margin_negative", 1.0)
+    d01, d02, d12 = ref_dist(e, a, b), ref_dist(e, a, c), ref_dist(e, b, c)
+    if kind == "directed":
+        return (relu(d01 - mp) + relu(mn - d02)) / 2
+    return (relu(d01 - mp) + relu(mn - d02) + relu(mn - d12)) / 3
+
+
+def ref_double_multisimilarity(opts, e, a, b, c, kind):
+    lam, alpha, beta = opts.get("lam", 0.5), opts.get("alpha", 2.0), opts.get("beta", 40.0)
+    s01, s02, s12 = ref_dot(e, a, b), ref_dot(e, a, c), ref_dot(e, b, c)
+
+    def f(sp, sn):
+        return softplus(alpha * (lam - sp)) / alpha + softplus(beta * (sn - lam)) / beta
+
+    return f(s01, s02) if kind == "directed" else (f(s01, s02) + f(s01, s12)) / 2
+
+
+class Reference(NamedTuple):
+    """A labelled loss's brute-force reference (one triplet's loss) and the option settings it is tested with."""
+
+    per_triplet: Callable
+    options: list[dict]
+
+
+REFERENCES: dict[str, Reference] = {
+    "ste": Reference(ref_ste, [{}, {"tau": 0.5}]),
+    "triplet": Reference(ref_triplet, [{}, {"margin": 0.5}]),
+    "double_margin": Reference(ref_double_margin, [{}, {"beta": 1.0, "margin": 0.3}]),
+    "double_contrastive": Reference(ref_double_contrastive, [{}, {"margin_positive": 0.3, "margin_negative": 1.2}]),
+    "double_multisimilarity": Reference(ref_double_multisimilarity, [{}, {"lam": 0.2, "alpha": 3.0, "beta": 10.0}]),
+}
+
+
+def reference(name: str) -> Reference:
+    """The reference of the labelled loss ``name``; fails, naming it, when it has none."""
+    assert name in REFERENCES, f"the labelled loss {name!r} has no reference: add one to REFERENCES in tests/test_losses_labelled.py"
+    return REFERENCES[name]
 
 
 def ref_loss(name, opts, emb, triplets, kind):
@@ -84,7 +118,7 @@ def ref_loss(name, opts, emb, triplets, kind):
     total = 0.0
     for rep in range(r):
         e = emb[:, rep]
-        terms = [ref_triplet_loss(name, opts, e, int(a), int(b), int(c), kind) for a, b, c in triplets[rep].tolist()]
+        terms = [reference(name).per_triplet(opts, e, int(a), int(b), int(c), kind) for a, b, c in triplets[rep].tolist()]
         total = total + sum(terms) / len(terms)
     return total
 
@@ -102,19 +136,8 @@ def some_triplets(b, t, seed=0, degenerate=False):
     return trip
 
 
-OPTIONS = {
-    "ste": [{}, {"tau": 0.5}],
-    "triplet": [{}, {"margin": 0.5}],
-    "double_margin": [{}, {"beta": 1.0, "margin": 0.3}],
-    "double_contrastive": [{}, {"margin_positive": 0.3, "margin_negative": 1.2}],
-    "double_multisimilarity": [{}, {"lam": 0.2, "alpha": 3.0, "beta": 10.0}],
-}
-
-
 # ------------------------------------------------------------------------------------- tests
-def test_registered_with_convention_and_defaults():
-    for name in LABELLED:
-        assert LOSSES[name].convention == "labelled"
+def test_registered_defaults():
     assert create_loss("ste").tau == 0.005 and create_loss("triplet").margin == 0.2
     dm = create_loss("double_margin")
     assert (dm.beta, dm.margin) == (1.2, 0.2)
@@ -128,7 +151,7 @@ def test_registered_with_convention_and_defaults():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("degenerate", [False, True])
 def test_matches_loop_reference_value_and_gradient(name, kind, degenerate):
-    for k, opts in enumerate(OPTIONS[name]):
+    for k, opts in enumerate(reference(name).options):
         emb = unit(8, 5, seed=k).requires_grad_(True)
         trip = some_triplets(8, 10, seed=k, degenerate=degenerate)
         loss = create_loss(name, **opts)
@@ -148,10 +171,11 @@ def test_repetitions_sum_of_their_own_means(name, kind):
     emb = unit(9, 3, 4, seed=3).requires_grad_(True)  # (B, R, D)
     shared = some_triplets(9, 7, seed=4, degenerate=True)
     per_rep = torch.stack([some_triplets(9, 6, seed=10 + r) for r in range(3)])  # (R, T, 3)
-    loss = create_loss(name, **OPTIONS[name][1])
+    opts = reference(name).options[-1]
+    loss = create_loss(name, **opts)
     for trip in (shared, per_rep):
         got = loss(emb, trip, kind)
-        want = ref_loss(name, OPTIONS[name][1], emb, trip, kind)
+        want = ref_loss(name, opts, emb, trip, kind)
         assert got.item() == pytest.approx(want.item(), rel=1e-10)
         g_got, g_want = torch.autograd.grad(got, emb)[0], torch.autograd.grad(want, emb)[0]
         assert torch.allclose(g_got, g_want, rtol=1e-8, atol=1e-10)
@@ -168,20 +192,20 @@ def test_repetitions_sum_of_their_own_means(name, kind):
 def test_gradcheck_fused_gather(name):
     emb = unit(6, 4, seed=5).requires_grad_(True)
     trip = some_triplets(6, 5, seed=6)
-    loss = create_loss(name, **OPTIONS[name][1])
+    loss = create_loss(name, **reference(name).options[-1])
     for kind in KINDS:
-        assert torch.autograd.gradcheck(lambda e: loss(e, trip, kind), (emb,), eps=1e-6, atol=1e-5)
+        assert torch.autograd.gradcheck(lambda e, kind=kind: loss(e, trip, kind), (emb,), eps=1e-6, atol=1e-5)
 
 
 def test_blocks_on_cpu_equal_one_block(monkeypatch):
-    from simtool.losses import common
+    from simtool.losses import _geometry
 
     emb = unit(50, 2, 8, seed=7).requires_grad_(True)
     trip = some_triplets(50, 300, seed=8, degenerate=True)
     loss = create_loss("ste", tau=0.1)
     v1 = loss(emb, trip, "odd-one-out")
     (g1,) = torch.autograd.grad(v1, emb)
-    monkeypatch.setattr(common, "_CPU_TRIPLET_BLOCK", 7)
+    monkeypatch.setattr(_geometry, "_CPU_TRIPLET_BLOCK", 7)
     v2 = loss(emb, trip, "odd-one-out")
     (g2,) = torch.autograd.grad(v2, emb)
     assert v1.item() == pytest.approx(v2.item(), rel=1e-12) and torch.allclose(g1, g2, atol=1e-14)
@@ -230,14 +254,14 @@ def test_no_triplets_and_errors():
 @pytest.mark.parametrize("rows,count", [(30, 40), (300, 400), (2000, 300)])
 def test_the_three_dot_product_paths_agree(rows, count, monkeypatch):
     """Dense Gram matrix, sparse SDDMM/SpMM and row gathering: the same values and gradients."""
-    from simtool.losses import common
+    from simtool.losses import _geometry
 
     emb = unit(rows, 2, 6, seed=rows).requires_grad_(True)
     trip = torch.randint(0, rows, (count, 3), generator=torch.Generator().manual_seed(count))
     loss = create_loss("double_multisimilarity")
     results = {}
     for path in ("dense", "sparse", "gather"):
-        monkeypatch.setattr(common, "_FORCE_PATH", path)
+        monkeypatch.setattr(_geometry, "_FORCE_PATH", path)
         v = loss(emb, trip, "odd-one-out")
         results[path] = (v.item(), torch.autograd.grad(v, emb)[0])
     for path in ("sparse", "gather"):
@@ -245,7 +269,7 @@ def test_the_three_dot_product_paths_agree(rows, count, monkeypatch):
         assert torch.allclose(results[path][1], results["dense"][1], atol=1e-12), path
     if count <= 40:
         assert results["dense"][0] == pytest.approx(ref_loss("double_multisimilarity", {}, emb, trip, "odd-one-out").item(), rel=1e-10)
-    monkeypatch.setattr(common, "_FORCE_PATH", None)
-    assert common._dots_path(1854, 3333, torch.device("cpu")) == "sparse"
-    assert common._dots_path(40, 3000, torch.device("cpu")) == "dense"
-    assert common._dots_path(1854, 100, torch.device("cpu")) == "gather"
+    monkeypatch.setattr(_geometry, "_FORCE_PATH", None)
+    assert _geometry._dots_path(1854, 3333, torch.device("cpu")) == "sparse"
+    assert _geometry._dots_path(40, 3000, torch.device("cpu")) == "dense"
+    assert _geometry._dots_path(1854, 100, torch.device("cpu")) == "gather"

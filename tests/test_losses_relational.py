@@ -1,12 +1,22 @@
-"""Teacher-student (relational) losses and the relaxed sampling-matters miner against brute-force
-loop implementations: value and gradient in float64, with degenerate triples masked (default) and
-kept (the original's choice), chunked == unchunked, a one-hot teacher's angle gradient, and the
-miner's sampling distribution."""
+"""Teacher-student (relational) losses and the batch miners against brute-force loop implementations:
+value and gradient in float64, with degenerate triples masked (default) and kept (the original's
+choice), chunked == unchunked, a one-hot teacher's angle gradient, and the miners' sampling
+distributions.
+
+Every loss registered with convention ``relational`` must have an entry in :data:`REFERENCES` and
+every registered miner one in :data:`MINER_REFERENCES`: the tests are parametrized over the
+registries, so a new loss or miner without a reference fails, naming it.
+:func:`test_every_registered_loss_has_a_reference` checks every registered loss, of all three
+conventions, against the reference table of its convention (here, ``tests/test_losses_labelled.py``
+and ``tests/test_ntxent.py``), and :func:`test_every_reference_is_a_registered_loss` the tables
+against the registry."""
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -15,10 +25,12 @@ import torch.nn.functional as F
 from scipy import stats
 
 from simtool.errors import UserError
-from simtool.losses import LOSSES, create_loss, create_miner
+from simtool.losses import CONVENTIONS, LOSSES, MINERS, create_loss, create_miner
 from simtool.losses.miners import RelaxedSamplingMattersMiner
+from tests.test_losses_labelled import REFERENCES as LABELLED_REFERENCES
+from tests.test_ntxent import REFERENCES as PAIR_REFERENCES
 
-RELATIONAL = ["rkd", "relaxed_contrastive", "relaxed_triplet", "relaxed_facenet", "relaxed_infonce", "relaxed_multisimilarity", "stmr", "mtt"]
+RELATIONAL = [name for name in LOSSES.names() if LOSSES[name].convention == "relational"]  # from the registry
 
 
 # ------------------------------------------------------------------------------ references
@@ -72,114 +84,187 @@ def triples(b, keep):
             yield a, p, n
 
 
-def ref_relational(name, opts, s, t, keep, mined=None):
+# One loss's value, written from the formulas of the method reference: (opts, s, t, keep[, mined]) -> scalar, where
+# mined (for the losses with a miner) is a list of (a, p, n) triples replacing all the triples of the batch.
+def ref_rkd(opts, s, t, keep, mined=None):
     b = s.shape[0]
     d = ref_distances(s)
+    _, dbar = ref_teacher(t)
+    wd, wa, delta = opts.get("distance_weight", 1.0), opts.get("angle_weight", 2.0), opts.get("delta", 1.0)
+    mu = [sum(d[i]) / (b - 1) for i in range(b)]
+    mub = [sum(dbar[i]) / (b - 1) for i in range(b)]
+    pairs = [(i, j) for i in range(b) for j in range(b) if keep or i != j]
+    l_dist = sum(huber(d[i][j] / mu[i] - dbar[i][j] / mub[i], delta) for i, j in pairs) / len(pairs)
+    chosen = list(triples(b, keep)) if mined is None else mined
+    l_angle = 0.0
+    for i, j, k in chosen:
+        abar = sum(ref_angle(t[:, r], i, j, k) for r in range(t.shape[1])) / t.shape[1]
+        l_angle = l_angle + huber(ref_angle(s, i, j, k) - abar, delta)
+    l_angle = l_angle / max(1, len(chosen))
+    return wd * l_dist + wa * l_angle
+
+
+def ref_relaxed_contrastive(opts, s, t, keep):
+    b = s.shape[0]
+    d = ref_distances(s)
+    _, dbar = ref_teacher(t)
+    m, tau = opts.get("margin", 1.0), opts.get("tau", 1.0)
+    total = 0.0
+    for i in range(b):
+        mu = sum(d[i]) / (b if keep else b - 1)
+        for j in range(b):
+            if i == j:
+                continue
+            w = torch.exp(-dbar[i][j] ** 2 / tau)
+            dh = d[i][j] / mu
+            total = total + w * dh**2 + (1 - w) * relu(m - dh) ** 2
+    return total / (b * (b - 1))
+
+
+def ref_weighted_triples(term, s, t, keep, mined=None):
+    """``sum W l / sum W`` over the triples (all, or the mined ones), with
+    ``term(a, p, n, d, runs, dbar) -> (W l, W)``; 0 when no triple has weight."""
+    d = ref_distances(s)
     runs, dbar = ref_teacher(t)
-    if name == "rkd":
-        wd, wa = opts.get("distance_weight", 1.0), opts.get("angle_weight", 2.0)
-        mu = [sum(d[i]) / (b - 1) for i in range(b)]
-        mub = [sum(dbar[i]) / (b - 1) for i in range(b)]
-        pairs = [(i, j) for i in range(b) for j in range(b) if keep or i != j]
-        l_dist = sum(huber(d[i][j] / mu[i] - dbar[i][j] / mub[i]) for i, j in pairs) / len(pairs)
-        chosen = list(triples(b, keep)) if mined is None else mined
-        l_angle = 0.0
-        for i, j, k in chosen:
-            abar = sum(ref_angle(t[:, r], i, j, k) for r in range(t.shape[1])) / t.shape[1]
-            l_angle = l_angle + huber(ref_angle(s, i, j, k) - abar)
-        l_angle = l_angle / max(1, len(chosen))
-        return wd * l_dist + wa * l_angle
-    if name == "relaxed_contrastive":
-        m, tau = opts.get("margin", 1.0), opts.get("tau", 1.0)
-        total = 0.0
-        for i in range(b):
-            mu = sum(d[i]) / (b if keep else b - 1)
-            for j in range(b):
-                if i == j:
+    num, den = 0.0, 0.0
+    for a, p, n in list(triples(s.shape[0], keep)) if mined is None else mined:
+        wl, w = term(a, p, n, d, runs, dbar)
+        num, den = num + wl, den + w
+    return num / den if den else s.sum() * 0
+
+
+def ref_relaxed_triplet(opts, s, t, keep):
+    m, m2, tau = opts.get("margin", 0.5), opts.get("margin2", 0.0), opts.get("tau", 0.25)
+
+    def term(a, p, n, d, runs, dbar):
+        if opts.get("weights", "triplets") == "triplets":
+            w = torch.sigmoid((dbar[a][n] - dbar[a][p] - m2) / tau)
+        else:
+            wp = math.exp(-float(dbar[a][p]) / tau) if a != p else 0.0
+            wn = 1 - math.exp(-float(dbar[a][n]) / tau) if a != n else 0.0
+            w = wp * wn
+        return w * relu(m - (d[a][n] - d[a][p])), float(torch.as_tensor(w).detach())
+
+    return ref_weighted_triples(term, s, t, keep)
+
+
+def ref_mtt(opts, s, t, keep):
+    mt, m = opts.get("teacher_margin", 0.0), opts.get("margin", 0.2)
+
+    def term(a, p, n, d, runs, dbar):
+        votes = sum(1 for run in runs if float((run[a][n] - run[a][p]).detach()) > mt)
+        return (relu(d[a][p] - d[a][n] + m), 1) if votes > len(runs) / 2 else (0.0, 0)
+
+    return ref_weighted_triples(term, s, t, keep)
+
+
+def ref_stmr(opts, s, t, keep, mined=None):
+    """In the original's form with ``gamma = log(1/alpha - 1) / tau``."""
+    tau, beta = opts.get("tau", 5.0), opts.get("beta", 0.5)
+
+    def sp(x):
+        return torch.log(1 + torch.exp(x))
+
+    def term(a, p, n, d, runs, dbar):
+        tm, tbar = d[a][n] - d[a][p], dbar[a][n] - dbar[a][p]
+        alpha = torch.sigmoid(tbar / beta)
+        gamma = torch.log(1 / alpha - 1) / tau
+        return (alpha * sp(tau * (tbar - tm + gamma)) + (1 - alpha) * sp(tau * (tm - tbar - gamma))) / tau, 1
+
+    return ref_weighted_triples(term, s, t, keep, mined)
+
+
+def ref_relaxed_facenet(opts, s, t, keep):
+    b = s.shape[0]
+    d = ref_distances(s)
+    _, dbar = ref_teacher(t)
+    m, m2, tau = opts.get("margin", 0.5), opts.get("margin2", 0.0), opts.get("tau", 0.25)
+    total, den = 0.0, 0.0
+    for a in range(b):
+        for p in range(b):
+            if a == p:
+                continue
+            wap = torch.exp(-dbar[a][p] / tau)
+            best = s.new_zeros(())
+            for n in range(b):
+                if not keep and n in (a, p):
                     continue
-                w = torch.exp(-dbar[i][j] ** 2 / tau)
-                dh = d[i][j] / mu
-                total = total + w * dh**2 + (1 - w) * relu(m - dh) ** 2
-        return total / (b * (b - 1))
-    if name in ("relaxed_triplet", "mtt", "stmr"):
-        num, den = 0.0, 0.0
-        chosen = list(triples(b, keep)) if mined is None else mined
-        for a, p, n in chosen:
-            tm = d[a][n] - d[a][p]
-            tbar = dbar[a][n] - dbar[a][p]
-            if name == "relaxed_triplet":
-                m, m2, tau = opts.get("margin", 0.5), opts.get("margin2", 0.0), opts.get("tau", 0.25)
-                if opts.get("weights", "triplets") == "triplets":
-                    w = torch.sigmoid((tbar - m2) / tau)
-                else:
-                    wp = math.exp(-float(dbar[a][p]) / tau) if a != p else 0.0
-                    wn = 1 - math.exp(-float(dbar[a][n]) / tau) if a != n else 0.0
-                    w = wp * wn
-                num = num + w * relu(m - tm)
-                den = den + float(torch.as_tensor(w).detach())
-            elif name == "mtt":
-                mt, m = opts.get("teacher_margin", 0.0), opts.get("margin", 0.2)
-                votes = sum(1 for run in runs if float((run[a][n] - run[a][p]).detach()) > mt)
-                if votes > len(runs) / 2:
-                    num = num + relu(d[a][p] - d[a][n] + m)
-                    den += 1
-            else:  # stmr, in the original's form with gamma = log(1/alpha - 1) / tau
-                tau, beta = opts.get("tau", 5.0), opts.get("beta", 0.5)
-                alpha = torch.sigmoid(tbar / beta)
-                gamma = torch.log(1 / alpha - 1) / tau
-                sp = lambda x: torch.log(1 + torch.exp(x))
-                num = num + (alpha * sp(tau * (tbar - tm + gamma)) + (1 - alpha) * sp(tau * (tm - tbar - gamma))) / tau
-                den += 1
-        return num / den if den else s.sum() * 0
-    if name == "relaxed_facenet":
-        m, m2, tau = opts.get("margin", 0.5), opts.get("margin2", 0.0), opts.get("tau", 0.25)
-        total, den = 0.0, 0.0
-        for a in range(b):
-            for p in range(b):
-                if a == p:
-                    continue
-                wap = torch.exp(-dbar[a][p] / tau)
-                best = s.new_zeros(())
-                for n in range(b):
-                    if not keep and n in (a, p):
-                        continue
-                    loss = relu(d[a][p] - d[a][n] + m)
-                    if 0 < float(loss.detach()) <= m:
-                        w = torch.sigmoid((dbar[a][n] - dbar[a][p] - m2) / tau)
-                        if float((loss * w).detach()) > float(best.detach()):
-                            best = loss * w
-                total = total + wap * best
-                den = den + wap
-        return total / den
-    if name == "relaxed_infonce":
-        tau = opts.get("tau", 0.5)
-        sim = [[(s[i] * s[j]).sum() for j in range(b)] for i in range(b)]
-        total, den = 0.0, 0.0
-        for a in range(b):
-            neg = sum((1 - torch.exp(-dbar[a][n] / tau)) * torch.exp(sim[a][n] / tau) for n in range(b) if n != a)
-            for p in range(b):
-                if p == a:
-                    continue
-                w = torch.exp(-dbar[a][p] / tau)
-                pos = torch.exp(sim[a][p] / tau)
-                total = total + w * -torch.log(pos / (pos + neg))
-                den = den + w
-        return total / den
-    if name == "relaxed_multisimilarity":
-        lam, tau, alpha, beta = opts.get("lam", 1.0), opts.get("tau", 1.0), opts.get("alpha", 1.0), opts.get("beta", 2.0)
-        total = 0.0
-        for a in range(b):
-            pos, neg = 0.0, 0.0
-            for j in range(b):
-                sim = (s[a] * s[j]).sum()
-                w = torch.exp(-dbar[a][j] ** 2 / tau) if j != a else 0.0
-                if j != a:
-                    pos = pos + w * torch.exp(alpha * (lam - sim))
-                if j != a or keep:
-                    neg = neg + (1 - w) * torch.exp(beta * (sim - lam))
-            total = total + torch.log(1 + pos) / alpha + torch.log(1 + neg) / beta
-        return total / b
-    raise KeyError(name)
+                loss = relu(d[a][p] - d[a][n] + m)
+                if 0 < float(loss.detach()) <= m:
+                    w = torch.sigmoid((dbar[a][n] - dbar[a][p] - m2) / tau)
+                    if float((loss * w).detach()) > float(best.detach()):
+                        best = loss * w
+            total = total + wap * best
+            den = den + wap
+    return total / den
+
+
+def ref_relaxed_infonce(opts, s, t, keep):
+    b = s.shape[0]
+    _, dbar = ref_teacher(t)
+    tau = opts.get("tau", 0.5)
+    sim = [[(s[i] * s[j]).sum() for j in range(b)] for i in range(b)]
+    total, den = 0.0, 0.0
+    for a in range(b):
+        neg = sum((1 - torch.exp(-dbar[a][n] / tau)) * torch.exp(sim[a][n] / tau) for n in range(b) if n != a)
+        for p in range(b):
+            if p == a:
+                continue
+            w = torch.exp(-dbar[a][p] / tau)
+            pos = torch.exp(sim[a][p] / tau)
+            total = total + w * -torch.log(pos / (pos + neg))
+            den = den + w
+    return total / den
+
+
+def ref_relaxed_multisimilarity(opts, s, t, keep):
+    b = s.shape[0]
+    _, dbar = ref_teacher(t)
+    lam, tau, alpha, beta = opts.get("lam", 1.0), opts.get("tau", 1.0), opts.get("alpha", 1.0), opts.get("beta", 2.0)
+    total = 0.0
+    for a in range(b):
+        pos, neg = 0.0, 0.0
+        for j in range(b):
+            sim = (s[a] * s[j]).sum()
+            w = torch.exp(-dbar[a][j] ** 2 / tau) if j != a else 0.0
+            if j != a:
+                pos = pos + w * torch.exp(alpha * (lam - sim))
+            if j != a or keep:
+                neg = neg + (1 - w) * torch.exp(beta * (sim - lam))
+        total = total + torch.log(1 + pos) / alpha + torch.log(1 + neg) / beta
+    return total / b
+
+
+class Reference(NamedTuple):
+    """A relational loss's brute-force reference and the option settings it is tested with (each also with
+    ``keep_degenerate`` false and true)."""
+
+    value: Callable
+    options: list[dict]
+
+
+REFERENCES: dict[str, Reference] = {
+    "rkd": Reference(ref_rkd, [{}, {"distance_weight": 0.5, "angle_weight": 1.0, "delta": 0.5}]),
+    "relaxed_contrastive": Reference(ref_relaxed_contrastive, [{}, {"margin": 0.8, "tau": 0.5}]),
+    "relaxed_triplet": Reference(ref_relaxed_triplet, [{}, {"weights": "pairs", "margin": 0.3, "tau": 0.5}]),
+    "relaxed_facenet": Reference(ref_relaxed_facenet, [{}, {"margin": 0.8, "tau": 0.4, "margin2": 0.05}]),
+    "relaxed_infonce": Reference(ref_relaxed_infonce, [{}, {"tau": 0.3}]),
+    "relaxed_multisimilarity": Reference(ref_relaxed_multisimilarity, [{}, {"lam": 0.5, "alpha": 2.0, "beta": 3.0}]),
+    "stmr": Reference(ref_stmr, [{}, {"tau": 2.0, "beta": 0.3}]),
+    "mtt": Reference(ref_mtt, [{}, {"margin": 0.5, "teacher_margin": 0.05}]),
+}
+
+
+def reference(name: str) -> Reference:
+    """The reference of the relational loss ``name``; fails, naming it, when it has none."""
+    assert name in REFERENCES, f"the relational loss {name!r} has no reference: add one to REFERENCES in tests/test_losses_relational.py"
+    return REFERENCES[name]
+
+
+def ref_relational(name, opts, s, t, keep, mined=None):
+    """The reference value of ``name`` (``mined``: the miner's triples, for the losses with a miner)."""
+    fn = reference(name).value
+    return fn(opts, s, t, keep) if mined is None else fn(opts, s, t, keep, mined=mined)
 
 
 def inputs(b=6, e=4, r=3, dt=3, seed=0, nonneg_teacher=True):
@@ -191,22 +276,32 @@ def inputs(b=6, e=4, r=3, dt=3, seed=0, nonneg_teacher=True):
     return s, F.normalize(t, dim=-1)
 
 
-OPTIONS = {
-    "rkd": [{}],
-    "relaxed_contrastive": [{}, {"margin": 0.8, "tau": 0.5}],
-    "relaxed_triplet": [{}, {"weights": "pairs", "margin": 0.3, "tau": 0.5}],
-    "relaxed_facenet": [{}, {"margin": 0.8, "tau": 0.4, "margin2": 0.05}],
-    "relaxed_infonce": [{}, {"tau": 0.3}],
-    "relaxed_multisimilarity": [{}, {"lam": 0.5, "alpha": 2.0, "beta": 3.0}],
-    "stmr": [{}, {"tau": 2.0, "beta": 0.3}],
-    "mtt": [{}, {"margin": 0.5, "teacher_margin": 0.05}],
-}
-
-
 # ------------------------------------------------------------------------------------- tests
-def test_registered_with_convention_and_paper_defaults():
-    for name in RELATIONAL:
-        assert LOSSES[name].convention == "relational"
+def reference_tables() -> dict[str, tuple[dict, str]]:
+    """Convention -> (its table of reference tests, the test file holding it)."""
+    return {
+        "pair": (PAIR_REFERENCES, "tests/test_ntxent.py"),
+        "labelled": (LABELLED_REFERENCES, "tests/test_losses_labelled.py"),
+        "relational": (REFERENCES, "tests/test_losses_relational.py"),
+    }
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_registered_loss_has_a_reference(name):
+    tables = reference_tables()
+    assert set(tables) == set(CONVENTIONS), "a convention without a table of reference tests"
+    convention = LOSSES[name].convention
+    table, where = tables[convention]
+    assert name in table, f"the registered loss {name!r} (convention {convention!r}) has no reference: add one to REFERENCES in {where}"
+
+
+def test_every_reference_is_a_registered_loss():
+    for convention, (table, where) in reference_tables().items():
+        for name in table:
+            assert name in LOSSES and LOSSES[name].convention == convention, f"REFERENCES in {where} has {name!r}, which is no registered {convention} loss"
+
+
+def test_paper_defaults():
     rt = create_loss("relaxed_triplet")
     assert (rt.margin, rt.margin2, rt.tau, rt.weights) == (0.5, 0.0, 0.25, "triplets")
     st = create_loss("stmr")
@@ -225,7 +320,7 @@ def test_registered_with_convention_and_paper_defaults():
 @pytest.mark.parametrize("name", RELATIONAL)
 @pytest.mark.parametrize("keep", [False, True])
 def test_matches_loop_reference_value_and_gradient(name, keep):
-    for k, opts in enumerate(OPTIONS[name]):
+    for k, opts in enumerate(reference(name).options):
         s, t = inputs(seed=k + (10 if keep else 0))
         loss = create_loss(name, keep_degenerate=keep, **opts)
         got = loss(s, t)
@@ -340,38 +435,86 @@ def ref_miner_probabilities(sd, td, dim, tau=0.4, lo=0.5, hi=math.sqrt(2)):
     return valid, pos, neg
 
 
+class MinerReference(NamedTuple):
+    """A miner's reference sampling distribution ``probabilities(sd, td, dim) -> (valid (B,), P(j | i) (B, B),
+    P(k | i, j) (B, B, B))`` (its default options), and the options that make it draw ``draws`` triples per anchor."""
+
+    probabilities: Callable
+    options: dict
+    draws: int
+
+
+MINER_REFERENCES: dict[str, MinerReference] = {
+    "relaxed_sampling_matters": MinerReference(ref_miner_probabilities, {"per_anchor": 30000}, 30000),
+}
+
+
+def miner_reference(name: str) -> MinerReference:
+    """The reference of the miner ``name``; fails, naming it, when it has none."""
+    assert name in MINER_REFERENCES, f"the miner {name!r} has no reference: add one to MINER_REFERENCES in tests/test_losses_relational.py"
+    return MINER_REFERENCES[name]
+
+
 def miner_inputs(b=5, dim=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     s = F.normalize(torch.randn(b, dim, generator=g, dtype=torch.float64), dim=1)
     t = F.normalize(torch.rand(b, 2, 6, generator=g, dtype=torch.float64), dim=-1)
-    from simtool.losses.common import pairwise_distances, teacher_run_distances
+    from simtool.losses._geometry import pairwise_distances, teacher_run_distances
 
     return pairwise_distances(s), teacher_run_distances(t).mean(0), dim
 
 
-def test_miner_sampling_distribution():
+@pytest.mark.parametrize("name", MINERS.names())
+def test_every_miner_has_a_reference(name):
+    miner_reference(name)
+
+
+def test_miner_references_are_registered_miners():
+    for name in MINER_REFERENCES:
+        assert name in MINERS, f"MINER_REFERENCES has {name!r}, which is no registered miner"
+
+
+def skewed_miner_inputs():
+    """:func:`miner_inputs` where anchor 0 has no teacher-positive (``exp(-1.5^2 / 0.4) < 0.01``)."""
     sd, td, dim = miner_inputs()
-    td[0, 1:] = td[1:, 0] = 1.5  # anchor 0 has no teacher-positive (exp(-1.5^2/0.4) < 0.01): skipped
-    draws = 30000
-    miner = RelaxedSamplingMattersMiner(per_anchor=draws)
+    td[0, 1:] = td[1:, 0] = 1.5
+    return sd, td, dim
+
+
+@pytest.mark.parametrize("name", MINERS.names())
+def test_miner_sampling_distribution(name):
+    ref = miner_reference(name)
+    sd, td, dim = skewed_miner_inputs()
+    miner = create_miner(name, ref.options)
     a, p, n = miner(sd, td, dim, generator=torch.Generator().manual_seed(1))
-    valid, pos, neg = ref_miner_probabilities(sd, td, dim)
-    assert not valid[0] and valid[1:].all()
-    assert set(a.tolist()) == {1, 2, 3, 4} and len(a) == 4 * draws
-    assert not ((n == a) | (n == p) | (p == a)).any(), "no degenerate triple"
+    valid, pos, neg = ref.probabilities(sd, td, dim)
+    anchors = np.flatnonzero(valid).tolist()
+    assert set(a.tolist()) == set(anchors) and len(a) == len(anchors) * ref.draws
     b = sd.shape[0]
-    for i in range(1, b):
+    for i in anchors:
         sel = a == i
         joint = np.zeros((b, b))
         np.add.at(joint, (p[sel].numpy(), n[sel].numpy()), 1)
         expected = pos[i][:, None] * neg[i]  # P(j, k | i)
         mask = expected > 0
         assert joint[~mask].sum() == 0
-        chi = stats.chisquare(joint[mask], expected[mask] * draws)
-        assert chi.pvalue > 1e-3, (i, chi)
+        chi = stats.chisquare(joint[mask], expected[mask] * ref.draws)
+        assert chi.pvalue > 1e-3, (name, i, chi)
     # seeded: the same generator state gives the same triples; no generator uses the miner's own
     again = miner(sd, td, dim, generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(x, y) for x, y in zip((a, p, n), again))
+    state = torch.get_rng_state()
+    create_miner(name, ref.options)(sd, td, dim)
+    assert torch.equal(state, torch.get_rng_state()), "the global RNG is untouched"
+
+
+def test_relaxed_sampling_matters_skips_anchors_and_degenerate_triples():
+    sd, td, dim = skewed_miner_inputs()
+    valid, _, _ = ref_miner_probabilities(sd, td, dim)
+    assert not valid[0] and valid[1:].all()
+    a, p, n = RelaxedSamplingMattersMiner(per_anchor=3000)(sd, td, dim, generator=torch.Generator().manual_seed(1))
+    assert set(a.tolist()) == {1, 2, 3, 4} and len(a) == 4 * 3000
+    assert not ((n == a) | (n == p) | (p == a)).any(), "no degenerate triple"
     state = torch.get_rng_state()
     create_miner("relaxed_sampling_matters", {"seed": 3})(sd, td, dim)
     assert torch.equal(state, torch.get_rng_state()), "the global RNG is untouched"
@@ -397,7 +540,7 @@ def test_mined_loss_matches_reference_on_the_mined_triples(name):
     loss = create_loss(name, miner="relaxed_sampling_matters", miner_options={"tau": 1.0})
     got = loss(s, t, generator=torch.Generator().manual_seed(5))
     (g_got,) = torch.autograd.grad(got, s)
-    from simtool.losses.common import pairwise_distances, teacher_run_distances
+    from simtool.losses._geometry import pairwise_distances, teacher_run_distances
 
     miner = RelaxedSamplingMattersMiner(tau=1.0)
     a, p, n = miner(pairwise_distances(s.detach()), teacher_run_distances(t).mean(0), s.shape[1], torch.Generator().manual_seed(5))

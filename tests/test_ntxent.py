@@ -1,8 +1,15 @@
-"""NT-Xent (SimCLR) loss against an explicit-loop float64 reference."""
+"""NT-Xent (SimCLR) loss against an explicit-loop float64 reference.
+
+Every loss registered with convention ``pair`` must have an entry in :data:`REFERENCES` (its
+reference and the option settings tested): the reference test is parametrized over the registry, so
+a new pair loss without a reference fails, naming it (and ``test_every_registered_loss_has_a_reference``
+in ``tests/test_losses_relational.py`` checks the table against the registry)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -33,18 +40,48 @@ def reference_nt_xent(z1: np.ndarray, z2: np.ndarray, temperature: float) -> flo
     return total / n
 
 
-@pytest.mark.parametrize("b,d,temperature", [(1, 3, 0.1), (2, 4, 0.5), (3, 2, 1.0), (5, 8, 0.1), (8, 16, 0.07)])
-def test_matches_loop_reference(b, d, temperature):
+class Reference(NamedTuple):
+    """A pair loss's loop reference ``value(z1, z2, **options) -> float`` (NumPy, float64) and the option settings tested."""
+
+    value: Callable
+    options: list[dict]
+
+
+REFERENCES: dict[str, Reference] = {
+    "ntxent": Reference(reference_nt_xent, [{"temperature": 0.1}, {"temperature": 0.5}, {"temperature": 1.0}, {"temperature": 0.07}]),
+}
+PAIR = [name for name in LOSSES.names() if LOSSES[name].convention == "pair"]  # from the registry
+
+
+def reference(name: str) -> Reference:
+    """The reference of the pair loss ``name``; fails, naming it, when it has none."""
+    assert name in REFERENCES, f"the pair loss {name!r} has no reference: add one to REFERENCES in tests/test_ntxent.py"
+    return REFERENCES[name]
+
+
+@pytest.mark.parametrize("name", PAIR)
+@pytest.mark.parametrize("b,d", [(1, 3), (2, 4), (3, 2), (5, 8), (8, 16)])
+def test_matches_loop_reference(name, b, d):
     rng = np.random.default_rng(b * 100 + d)
     z1 = rng.normal(size=(b, d))
     z2 = rng.normal(size=(b, d))
-    expected = reference_nt_xent(z1, z2, temperature)
-    got64 = nt_xent(torch.from_numpy(z1), torch.from_numpy(z2), temperature)
-    assert got64.dtype == torch.float64
-    assert got64.item() == pytest.approx(expected, rel=1e-10, abs=1e-12)
-    got32 = NTXentLoss(temperature)(torch.from_numpy(z1).float(), torch.from_numpy(z2).float())
-    assert got32.dtype == torch.float32
-    assert got32.item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    for opts in reference(name).options:
+        expected = reference(name).value(z1, z2, **opts)
+        loss = create_loss(name, **opts)
+        got64 = loss(torch.from_numpy(z1), torch.from_numpy(z2))
+        assert got64.dtype == torch.float64
+        assert got64.item() == pytest.approx(expected, rel=1e-10, abs=1e-12), opts
+        got32 = loss(torch.from_numpy(z1).float(), torch.from_numpy(z2).float())
+        assert got32.dtype == torch.float32
+        assert got32.item() == pytest.approx(expected, rel=1e-4, abs=1e-5), opts
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_function_is_the_module(temperature):
+    rng = np.random.default_rng(7)
+    z1, z2 = torch.from_numpy(rng.normal(size=(5, 8))), torch.from_numpy(rng.normal(size=(5, 8)))
+    assert torch.equal(nt_xent(z1, z2, temperature), NTXentLoss(temperature)(z1, z2))
+    assert nt_xent(z1, z2, temperature).item() == pytest.approx(reference_nt_xent(z1.numpy(), z2.numpy(), temperature), rel=1e-10)
 
 
 def test_gradcheck_float64():

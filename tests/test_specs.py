@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from simtool.errors import UserError
-from simtool.specs.base import parse_set
 from simtool.data.builders import resolve_build_spec
-from simtool.methods import list_presets, load_preset, resolve_train_spec
-from simtool.methods import validate_train_spec
+from simtool.errors import UserError
+from simtool.methods import list_presets, load_preset, resolve_train_spec, validate_train_spec
+from simtool.specs.base import parse_set
 
 PRESETS = {"normal", "language_only", "time_only", "simclr", "random_context"}
 

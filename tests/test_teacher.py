@@ -100,7 +100,7 @@ def test_resume_is_exact(tmp_path, data):
 def test_validation_without_a_val_split_holds_out_training_triplets(tmp_path):
     data, _ = build(tmp_path / "d", split="0.9,0.1")
     from simtool.formats.dataset_dir import Dataset
-    from simtool.methods.triplet_common import TripletSplitSpec, select_triplets
+    from simtool.methods._triplets import TripletSplitSpec, select_triplets
 
     ds = Dataset(data)
     sets_ = select_triplets(ds, TripletSplitSpec(), seed=0)

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from simtool.engine.distributed import DistInfo
 from simtool.errors import UserError
-from simtool.methods.time_ssl import TimeSSL, balanced_draw, subsample_objects
 from simtool.methods import resolve_train_spec
+from simtool.methods.time_ssl import TimeSSL, balanced_draw, subsample_objects
 from simtool.stages import train as train_lib
 from tests.conftest import TINY_TRAIN
 

@@ -18,8 +18,8 @@ WORLD, B = 2, 8  # global batch 8: 4 anchors + 4 positives per process
 
 
 def _method(world_path: str, info: DistInfo, extra=()):
-    from simtool.methods.time_ssl import TimeSSL
     from simtool.methods import resolve_train_spec
+    from simtool.methods.time_ssl import TimeSSL
 
     spec = resolve_train_spec("normal", sets=TINY_TRAIN + [f"loop.batch_size={B}", *extra], data=world_path, device="cpu")
     spec.loop.batch_size_per_device = B // info.world_size

@@ -22,8 +22,8 @@ MEDIUM_WORLD = ["toyworld.n_rooms=2", "toyworld.categories_per_room=3", "toyworl
 
 def world_objects(root):
     """Re-render the world a dataset was built from and return its objects' generating parameters."""
-    from simtool.data.toyworld import render_toyworld
     from simtool.data.builders.toyworld import ToyWorldBuildSpec
+    from simtool.data.toyworld import render_toyworld
 
     spec = ToyWorldBuildSpec.model_validate(json.loads((root / "dataset.json").read_text())["built_by"]["spec"])
     return render_toyworld(spec.toyworld, seed=spec.seed).objects
@@ -116,10 +116,10 @@ def test_teacher_recovers_the_latent_similarity(tmp_path, tiny_world, monkeypatc
 
 
 def test_student_beats_an_untrained_network_on_held_out_objects(tmp_path, medium_world):
+    from simtool.embedding.runs import LoadedRun, embed_rows
     from simtool.formats.weights import read_card
     from simtool.metrics.triplets import triplet_accuracy
     from simtool.models import create_model
-    from simtool.stages.embed import LoadedRun, embed_rows, export_rows, triplets_of
 
     data = medium_world / "triplets"
     teach, student = tmp_path / "teach", tmp_path / "student"
@@ -136,9 +136,9 @@ def test_student_beats_an_untrained_network_on_held_out_objects(tmp_path, medium
     card = read_card(student / "checkpoints" / "best.safetensors")
     torch.manual_seed(0)
     untrained = create_model("student", **card["kwargs"]).eval()
-    rows = export_rows(ds, "test", False)
+    rows = ds.export_rows("test", False)
     e = embed_rows(LoadedRun(None, "untrained", untrained, card, {}, None, True), ds, rows, ["embedding"], torch.device("cpu"))["embedding"][:, 0]
-    trip = triplets_of(ds, rows, "test")
+    trip = ds.triplets_of(rows, "test")
     assert set(np.unique(ds.item_split[rows])) == {"test"}, "scored on held-out objects only"
     for kind in ("directed", "odd-one-out"):
         base = triplet_accuracy(e, trip.index[trip.kind == kind], kind)

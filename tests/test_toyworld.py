@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from simtool.data.builders.toyworld import ToyWorldSpec
 from simtool.data.toyworld import FAMILIES, ToyWorld, render_toyworld
 from simtool.errors import UserError
-from simtool.data.builders.toyworld import ToyWorldSpec
 
 ROOMS, CPR, OPC, FPO, SIZE = 2, 2, 3, 4, 32
 C = ROOMS * CPR

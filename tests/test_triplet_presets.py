@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from simtool.specs.base import flatten
 from simtool.methods import list_presets, resolve_train_spec
+from simtool.specs.base import flatten
 
 # (dataset) -> family -> paper batch (rows per step)
 BATCH = {

@@ -216,8 +216,8 @@ def build_data(
         return
     if format is None or out is None:
         raise UserError("build-data needs --format F and --out DIR (or --verify DIR); see simtool build-data --help.")
-    from simtool.data.builders.parts import BuildContext
     from simtool.data.builders import resolve_build_spec
+    from simtool.data.builders.parts import BuildContext
 
     options = {
         "--max-side": max_side, "--quality": quality, "--workers": workers, "--split": split, "--split-by": split_by,

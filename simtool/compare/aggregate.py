@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from simtool.errors import UserError
+from simtool.formats import MISSING, RUN, kind_of
 from simtool.formats.results import decode_sample, read_results, record_samples
 from simtool.formats.run_dir import RunDir
 from simtool.specs.base import flatten
@@ -57,11 +58,12 @@ def base_name(label: str) -> str:
 
 def results_files(target: Path) -> list[Path]:
     """Results files of a target: the file itself, a run's eval-*.json, or those of every run below a directory."""
+    kind = kind_of(target)
+    if kind == MISSING:
+        raise UserError(f"The compare target {target} does not exist; pass results files, run directories or directories of runs.")
     if target.is_file():
         return [target]
-    if not target.is_dir():
-        raise UserError(f"The compare target {target} does not exist; pass results files, run directories or directories of runs.")
-    if RunDir.is_run_dir(target):
+    if kind == RUN:
         files = RunDir(target).results_files()
         if not files:
             raise UserError(f"{target} holds no evaluation results (eval-*.json); run simtool evaluate on it first.")

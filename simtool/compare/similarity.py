@@ -12,7 +12,6 @@ is the agreement between the seeds of one group (1 for a group of one member).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -53,10 +52,6 @@ class Similarity:
         return {"labels": self.labels, "rsa": clean(self.rsa), "cka": clean(self.cka), "members": self.members,
                 "member_rsa": clean(self.member_rsa), "member_cka": clean(self.member_cka),
                 "n_shared_ids": self.n_shared, "n_items_used": self.n_used, "layer": self.layer}
-
-
-def is_embeddings_target(target: str) -> bool:
-    return Path(target).suffix == ".safetensors"
 
 
 def _layer_for(label: str, layer: str | None, layer_of: dict[str, str]) -> str | None:

@@ -29,15 +29,15 @@ inputs are never modified in place.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simtool.data.images import CROP_ATTEMPTS, FIT_SLACK, fallback_crop
+
 __all__ = [
-    "ClassicAugment",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "to_float",
@@ -58,7 +58,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R 601-2 luma weights (the ones torchvision's rgb_to_grayscale uses).
 _LUMA = (0.299, 0.587, 0.114)
 
-_CROP_ATTEMPTS = 10
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,16 +169,17 @@ def _sample_crop_boxes(
     """Crop boxes ``(B, 4)`` as ``(x0, y0, w, h)`` in pixel-edge coordinates (CPU, float32).
 
     Same acceptance rule as torchvision's ``RandomResizedCrop.get_params`` but vectorised and
-    with continuous (sub-pixel) box sizes and positions: ``_CROP_ATTEMPTS`` candidates per image,
+    with continuous (sub-pixel) box sizes and positions: ``CROP_ATTEMPTS`` candidates per image,
     the first that fits is kept; images where none fits get torchvision's fallback (the whole
-    image, trimmed to the nearest allowed aspect ratio, centred).
+    image, trimmed to the nearest allowed aspect ratio, centred: :func:`~simtool.data.images.fallback_crop`,
+    the same rule as the worker-side :func:`~simtool.data.images.sample_crop_box`).
     """
     lo_s, hi_s = float(scale[0]), float(scale[1])
     lo_r, hi_r = float(ratio[0]), float(ratio[1])
     if not (0 < lo_s <= hi_s) or not (0 < lo_r <= hi_r):
         raise ValueError(f"need 0 < scale[0] <= scale[1] and 0 < ratio[0] <= ratio[1], got {scale}, {ratio}")
     area = float(height * width)
-    k = _CROP_ATTEMPTS
+    k = CROP_ATTEMPTS
     target = area * (lo_s + (hi_s - lo_s) * _rand(batch, generator, k))
     log_lo, log_hi = math.log(lo_r), math.log(hi_r)
     aspect = torch.exp(log_lo + (log_hi - log_lo) * _rand(batch, generator, k))
@@ -187,22 +187,14 @@ def _sample_crop_boxes(
 
     w = torch.sqrt(target * aspect)
     h = torch.sqrt(target / aspect)
-    # small slack so that e.g. scale=(1, 1), ratio=(1, 1) on a square image is accepted despite rounding
-    eps = 1e-4
-    fits = (w <= width + eps) & (h <= height + eps)
+    fits = (w <= width + FIT_SLACK) & (h <= height + FIT_SLACK)
     first = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # index of the first True (0 if none)
     w = w.gather(1, first).squeeze(1).clamp(max=float(width))
     h = h.gather(1, first).squeeze(1).clamp(max=float(height))
     found = fits.any(dim=1)
 
     if not bool(found.all()):
-        in_ratio = width / height
-        if in_ratio < lo_r:
-            fw, fh = float(width), float(round(width / lo_r))
-        elif in_ratio > hi_r:
-            fw, fh = float(round(height * hi_r)), float(height)
-        else:
-            fw, fh = float(width), float(height)
+        fw, fh = fallback_crop(width, height, (lo_r, hi_r))
         w = torch.where(found, w, torch.full_like(w, fw))
         h = torch.where(found, h, torch.full_like(h, fh))
         pos = torch.where(found.unsqueeze(1), pos, torch.full_like(pos, 0.5))
@@ -324,7 +316,7 @@ def center_crop_resize(x: Tensor, size: int, crop_frac: float = 0.875) -> Tensor
     """The original's test transform: the central ``crop_frac`` of each side, resized to ``size x size``.
 
     ``(B, 3, H, W)`` -> float32 ``(B, 3, size, size)`` (bilinear; the aspect ratio of a non-square
-    frame is not kept, as in the original). :func:`simtool.data.images.decode_crop` with
+    frame is not kept, as in the original). :func:`simtool.formats.image_codec.decode_crop` with
     :func:`simtool.data.images.center_box` is the same transform on encoded frames.
     """
     _check_batch(x)
@@ -523,24 +515,6 @@ def random_gaussian_blur(
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ClassicAugment:
-    """Parameters of the classic (SimCLR) pipeline; probabilities in [0, 1].
-
-    A method's spec converts to it with ``ClassicAugment(**spec.augment.model_dump())``.
-    """
-
-    min_crop: float = 0.5
-    flip: float = 0.5
-    jitter: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    grayscale: float = 0.2
-    blur: float = 0.0
-
-
 class BatchAugment:
     """Callable pipeline: uint8 (B,3,H,W) on any device -> normalised float32 (B,3,size,size).
 
@@ -554,14 +528,17 @@ class BatchAugment:
 
     ``crop=False`` skips the random crop of ``"crop"`` and ``"classic"``: the images arrive
     already cropped (taken from the stored frame in the data loader) at ``size``. Each mode ends
-    with :func:`normalize`. ``spec`` (a :class:`ClassicAugment`, or any object with its fields)
-    defaults to ``ClassicAugment()`` and is only used by ``"classic"``; ``min_crop`` only by
+    with :func:`normalize` by ``mean`` and ``std`` (ImageNet's by default). ``spec`` (a
+    :class:`simtool.specs.augment.AugmentSpec`, or any object with its fields; one without
+    ``grayscale`` and ``blur``, a :class:`~simtool.specs.augment.CropColourSpec`, skips those)
+    defaults to ``AugmentSpec()`` (SimCLR) and is only used by ``"classic"``; ``min_crop`` only by
     ``"crop"``.
     """
 
     MODES = ("crop", "classic", "eval")
 
-    def __init__(self, size: int, mode: str, spec: ClassicAugment | None = None, min_crop: float = 0.5, crop: bool = True, eval_crop: float = 1.0):
+    def __init__(self, size: int, mode: str, spec=None, min_crop: float = 0.5, crop: bool = True, eval_crop: float = 1.0,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         if mode not in self.MODES:
             raise ValueError(f"unknown augmentation mode {mode!r}; expected one of {self.MODES}")
         if int(size) < 1:
@@ -570,10 +547,15 @@ class BatchAugment:
             raise ValueError(f"min_crop must be in (0, 1], got {min_crop}")
         self.size = int(size)
         self.mode = mode
-        self.spec = spec if spec is not None else ClassicAugment()
+        if spec is None:
+            from simtool.specs.augment import AugmentSpec
+
+            spec = AugmentSpec()
+        self.spec = spec
         self.min_crop = float(min_crop)
         self.crop = bool(crop)
         self.eval_crop = float(eval_crop)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def __repr__(self) -> str:
         extra = f", spec={self.spec!r}" if self.mode == "classic" else (
@@ -594,14 +576,15 @@ class BatchAugment:
         _check_batch(x)
         _check_generator(generator)
         if self.mode == "eval":
-            return normalize(center_crop_resize(x, self.size, self.eval_crop))
+            return normalize(center_crop_resize(x, self.size, self.eval_crop), self.mean, self.std)
         if self.mode == "crop":
-            return normalize(self._crop(x, self.min_crop, generator))
+            return normalize(self._crop(x, self.min_crop, generator), self.mean, self.std)
         s = self.spec
         x = self._crop(x, s.min_crop, generator)
         x = random_hflip(x, s.flip, generator=generator)
         x = color_jitter(x, s.jitter, s.brightness, s.contrast, s.saturation, s.hue, generator=generator)
-        x = random_grayscale(x, s.grayscale, generator=generator)
-        if s.blur > 0:
-            x = random_gaussian_blur(x, s.blur, generator=generator)
-        return normalize(x)
+        x = random_grayscale(x, getattr(s, "grayscale", 0.0), generator=generator)
+        blur = getattr(s, "blur", 0.0)
+        if blur > 0:
+            x = random_gaussian_blur(x, blur, generator=generator)
+        return normalize(x, self.mean, self.std)

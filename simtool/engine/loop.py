@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ from simtool.engine.optim import build_optimizer, build_scheduler
 from simtool.engine.seed import seed_everything
 from simtool.errors import UserError
 from simtool.formats.run_dir import RunDir
+from simtool.signals import StopRequest
 from simtool.specs.base import run_only_paths
 
 
@@ -118,7 +119,20 @@ def _update_best(spec, run: RunDir, model: torch.nn.Module, meta: dict, figures:
     return best
 
 
-def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dist: DistInfo) -> dict:
+@dataclass
+class _Position:
+    """Where training stands: the next step's place, the last figures, the best validation pass."""
+
+    epoch: int = 0
+    step: int = 0  # within the epoch
+    global_step: int = 0
+    last_loss: float = float("nan")
+    last_eval: dict = field(default_factory=dict)
+    best: dict | None = None  # {"metric", "mode", "value", "epoch", "step"} of the best validation pass so far
+
+
+def _configure(spec, dist: DistInfo):
+    """The spec with ``loop.batch_size_per_device`` filled in, the device and the precision (checks first)."""
     spec = spec.model_copy(deep=True)  # the engine fills in loop.batch_size_per_device
     device = resolve_device(spec.device, dist.local_rank)
     precision = resolve_precision(spec.precision, device)
@@ -131,81 +145,33 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
     spec.loop.batch_size_per_device = per_device
     if spec.checkpoint.best and not spec.loop.eval_every:
         raise UserError(f"checkpoint.best={spec.checkpoint.best} keeps the best validation pass, but loop.eval_every=0 runs none; set loop.eval_every to 1 or more, or unset checkpoint.best.")
-    seed_everything(spec.seed + dist.rank)
-    method = build_method(spec, device=device, dist=dist, console=console)
-    steps_per_epoch = method.steps_per_epoch()
-    if steps_per_epoch < 1:
-        raise UserError("The training data gives no full batch per epoch; lower loop.batch_size or use more data.")
-    ckpt = run.latest_checkpoint() if resume else None
-    if ckpt is None:
-        run.check_can_start()  # on every rank, so no rank waits for one that refused
-    if ckpt is None and dist.is_main:
-        if resume:
-            console.print(f"[yellow]{run.path} has no checkpoint yet; starting it from the beginning with its saved spec.[/]", soft_wrap=True)
-        run.create(spec.to_dict())  # only now: the spec, the device and the data have validated
-    barrier(dist)
-    model = method.model.to(device)
-    optimizer = build_optimizer(model, spec.optim)
-    scheduler = build_scheduler(optimizer, spec.schedule, steps_per_epoch, spec.loop.epochs)
-    total_steps = steps_per_epoch * spec.loop.epochs
-    meta = {"simtool": __version__, "card": json.dumps(_card(spec, method, model)), "spec": json.dumps(spec.to_dict())}
-    epoch, start_step, global_step = 0, 0, 0
-    last_eval: dict[str, float] = {}
-    last_loss = float("nan")
-    best: dict | None = None  # {"metric", "mode", "value", "epoch", "step"} of the best validation pass so far
+    return spec, device, precision
 
-    if ckpt is not None:
-        weights, skeleton, tensors = run.load_checkpoint(ckpt)
-        state = unflatten_state(skeleton, tensors)
-        try:
-            model.load_state_dict(weights)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"], device)
-            pos = state["position"]
-            epoch, start_step, global_step = pos["epoch"], pos["step"], pos["global_step"]
-        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-            raise UserError(f"The checkpoint {ckpt} does not fit this run ({type(exc).__name__}); delete {run.path} and train it again.") from None
-        last_loss = float(pos.get("last_loss", float("nan")))
-        last_eval = dict(pos.get("last_eval", {}))
-        best = pos.get("best")
-        if dist.is_main:
-            run.truncate_metrics(global_step)
-            console.print(f"[bold]Resuming[/] {run.path} at epoch {epoch + 1}, step {start_step} (global step {global_step}).", soft_wrap=True)
 
-    train_model: torch.nn.Module = model
-    if dist.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    stop = {"flag": False}
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the step, checkpoint, stop
-        if stop["flag"]:
-            raise KeyboardInterrupt
-        stop["flag"] = True
-        console.print("\n[yellow]Ctrl-C: finishing this step and saving a checkpoint (press again to abort).[/]")
-
+def _restore(run: RunDir, ckpt: Path, model, optimizer, scheduler, device, dist: DistInfo, console) -> _Position:
+    """Load a resumable checkpoint into the model, optimizer, scheduler and global RNGs; its position."""
+    weights, skeleton, tensors = run.load_checkpoint(ckpt)
+    state = unflatten_state(skeleton, tensors)
     try:
-        previous_handler = signal.signal(signal.SIGINT, on_sigint)
-    except ValueError:  # not in the main thread
-        previous_handler = None
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], device)
+        pos = state["position"]
+        position = _Position(pos["epoch"], pos["step"], pos["global_step"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise UserError(f"The checkpoint {ckpt} does not fit this run ({type(exc).__name__}); delete {run.path} and train it again.") from None
+    position.last_loss = float(pos.get("last_loss", float("nan")))
+    position.last_eval = dict(pos.get("last_eval", {}))
+    position.best = pos.get("best")
+    if dist.is_main:
+        run.truncate_metrics(position.global_step)
+        console.print(f"[bold]Resuming[/] {run.path} at epoch {position.epoch + 1}, step {position.step} (global step {position.global_step}).", soft_wrap=True)
+    return position
 
-    def checkpoint(ep: int, st: int, gs: int) -> None:
-        if dist.is_main:
-            state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(device),
-                "position": {"epoch": ep, "step": st, "global_step": gs, "last_loss": last_loss, "last_eval": last_eval, "best": best},
-            }
-            skeleton, tensors = flatten_state(state)
-            run.save_checkpoint(gs, model_state(model), skeleton, tensors, metadata=meta)
-        barrier(dist)
 
-    t_start = time.time()
-    unit = getattr(method, "throughput_unit", "img")
-    rate_key = "images_per_s" if unit == "img" else f"{unit}_per_s"
-    progress = Progress(
+def _progress(console, dist: DistInfo, unit: str) -> Progress:
+    return Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -216,85 +182,167 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
         disable=not dist.is_main,
         transient=False,
     )
-    try:
-        with progress:
-            task = progress.add_task("train", total=total_steps, completed=global_step, epoch=f"{epoch + 1}/{spec.loop.epochs}", loss=float("nan"), ips=0.0)
-            while epoch < spec.loop.epochs:
-                model.train()
-                window: dict[str, list[float]] = {}
-                t_window, n_window = time.time(), 0
-                for step, batch in enumerate(method.batches(epoch, start_step), start=start_step):
-                    info = StepInfo(epoch, step, global_step, device, dist)
-                    with autocast(device, precision):
-                        loss, logs = method.training_step(train_model, batch, info)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    global_step += 1
-                    n_window += 1
-                    last_loss = float(loss.detach())
-                    for k, v in {"loss": last_loss, **logs}.items():
-                        window.setdefault(k, []).append(float(v))
-                    if global_step % spec.loop.log_every == 0 or step == steps_per_epoch - 1:
-                        elapsed = max(time.time() - t_window, 1e-9)
-                        ips = method.images_per_step * n_window * dist.world_size / elapsed
-                        record = {"type": "train", "epoch": epoch, "step": global_step, "lr": scheduler.get_last_lr()[0], rate_key: round(ips, 1)}
-                        record.update({k: all_reduce_mean(float(np.mean(v)), dist, device) for k, v in window.items()})
-                        if dist.is_main:
-                            run.append_metrics(record)
-                        progress.update(task, loss=record["loss"], ips=ips)
-                        window, t_window, n_window = {}, time.time(), 0
-                    progress.update(task, completed=global_step, epoch=f"{epoch + 1}/{spec.loop.epochs}")
-                    if stop_after_steps is not None and global_step >= stop_after_steps:
-                        stop["flag"] = True
-                    stop["flag"] = any_rank(stop["flag"], dist, device)
-                    next_epoch, next_step = (epoch + 1, 0) if step + 1 >= steps_per_epoch else (epoch, step + 1)
-                    if stop["flag"]:
-                        if next_step == 0:
-                            break  # the epoch is complete: evaluate and checkpoint below, then stop
-                        checkpoint(next_epoch, next_step, global_step)
-                        raise TrainingInterrupted(run.path, global_step)
-                    if spec.checkpoint.every and global_step % spec.checkpoint.every == 0 and next_step != 0:
-                        checkpoint(next_epoch, next_step, global_step)
-                epoch += 1
-                start_step = 0
-                if spec.loop.eval_every and (epoch % spec.loop.eval_every == 0 or epoch == spec.loop.epochs):
-                    last_eval = method.evaluate(model, epoch, device)
-                    model.train()
-                    if dist.is_main and last_eval:
-                        run.append_metrics({"type": "eval", "epoch": epoch - 1, "step": global_step, **last_eval})
-                    if spec.checkpoint.best:
-                        best = _update_best(spec, run, model, meta, last_eval, best, epoch, global_step, dist)
-                if dist.is_main:
-                    shown = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in last_eval.items()) if last_eval else ""
-                    progress.console.print(f"epoch {epoch}/{spec.loop.epochs}  loss {last_loss:.4f}  {shown}")
-                checkpoint(epoch, 0, global_step)
-                if stop["flag"]:
-                    raise TrainingInterrupted(run.path, global_step)
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
 
-    summary = {
-        "status": "completed",
-        "epochs": spec.loop.epochs,
-        "steps": global_step,
-        "final_loss": last_loss,
-        "last_eval": last_eval,
-        "seconds_this_session": round(time.time() - t_start, 1),
-        "device": str(device),
-        "precision": precision,
-        "world_size": dist.world_size,
-        "batch_size": spec.loop.batch_size,
-        "batch_size_per_device": per_device,
-        "weights": str(run.final_weights.relative_to(run.path)),
-        "best": best,
-        "torch": torch.__version__,
-        "simtool": __version__,
-    }
+
+class _Loop:
+    """One training session of a run: the pieces of :func:`fit`."""
+
+    def __init__(self, spec, run: RunDir, method: Method, model, device, precision, dist: DistInfo, console, stop_after_steps):
+        self.spec, self.run, self.method, self.model = spec, run, method, model
+        self.device, self.precision, self.dist, self.console = device, precision, dist, console
+        self.stop_after_steps = stop_after_steps
+        self.optimizer = build_optimizer(model, spec.optim)
+        self.steps_per_epoch = method.steps_per_epoch()
+        self.scheduler = build_scheduler(self.optimizer, spec.schedule, self.steps_per_epoch, spec.loop.epochs)
+        self.meta = {"simtool": __version__, "card": json.dumps(_card(spec, method, model)), "spec": json.dumps(spec.to_dict())}
+        self.pos = _Position()
+        self.train_model: torch.nn.Module = model
+        unit = getattr(method, "throughput_unit", "img")
+        self.unit, self.rate_key = unit, ("images_per_s" if unit == "img" else f"{unit}_per_s")
+        self.stop = StopRequest(on_first=lambda: console.print("\n[yellow]Ctrl-C: finishing this step and saving a checkpoint (press again to abort).[/]"))
+
+    def checkpoint(self, epoch: int, step: int) -> None:
+        """A resumable checkpoint whose next step is ``step`` of ``epoch``."""
+        p = self.pos
+        if self.dist.is_main:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": _rng_state(self.device),
+                "position": {"epoch": epoch, "step": step, "global_step": p.global_step, "last_loss": p.last_loss, "last_eval": p.last_eval, "best": p.best},
+            }
+            skeleton, tensors = flatten_state(state)
+            self.run.save_checkpoint(p.global_step, model_state(self.model), skeleton, tensors, metadata=self.meta)
+        barrier(self.dist)
+
+    def train_step(self, batch, step: int) -> dict[str, float]:
+        """One optimizer step on ``batch``; the floats to log."""
+        info = StepInfo(self.pos.epoch, step, self.pos.global_step, self.device, self.dist)
+        with autocast(self.device, self.precision):
+            loss, logs = self.method.training_step(self.train_model, batch, info)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.pos.global_step += 1
+        self.pos.last_loss = float(loss.detach())
+        return {"loss": self.pos.last_loss, **logs}
+
+    def log(self, window: dict, n_window: int, t_window: float, progress, task) -> None:
+        elapsed = max(time.time() - t_window, 1e-9)
+        ips = self.method.images_per_step * n_window * self.dist.world_size / elapsed
+        record = {"type": "train", "epoch": self.pos.epoch, "step": self.pos.global_step, "lr": self.scheduler.get_last_lr()[0], self.rate_key: round(ips, 1)}
+        record.update({k: all_reduce_mean(float(np.mean(v)), self.dist, self.device) for k, v in window.items()})
+        if self.dist.is_main:
+            self.run.append_metrics(record)
+        progress.update(task, loss=record["loss"], ips=ips)
+
+    def run_epoch(self, progress, task) -> bool:
+        """The remaining steps of the current epoch; True when a stop was requested before its end
+        (a checkpoint of the next step is written then). A stop requested at its last step lets the
+        epoch end as usual (validation and checkpoint) first."""
+        spec, pos = self.spec, self.pos
+        window: dict[str, list[float]] = {}
+        t_window, n_window = time.time(), 0
+        for step, batch in enumerate(self.method.batches(pos.epoch, pos.step), start=pos.step):
+            for k, v in self.train_step(batch, step).items():
+                window.setdefault(k, []).append(float(v))
+            n_window += 1
+            if pos.global_step % spec.loop.log_every == 0 or step == self.steps_per_epoch - 1:
+                self.log(window, n_window, t_window, progress, task)
+                window, t_window, n_window = {}, time.time(), 0
+            progress.update(task, completed=pos.global_step, epoch=f"{pos.epoch + 1}/{spec.loop.epochs}")
+            if self.stop_after_steps is not None and pos.global_step >= self.stop_after_steps:
+                self.stop.requested = True
+            self.stop.requested = any_rank(self.stop.requested, self.dist, self.device)
+            next_epoch, next_step = (pos.epoch + 1, 0) if step + 1 >= self.steps_per_epoch else (pos.epoch, step + 1)
+            if self.stop.requested:
+                if next_step == 0:
+                    return False  # the epoch is complete: it ends as usual, then training stops
+                self.checkpoint(next_epoch, next_step)
+                return True
+            if spec.checkpoint.every and pos.global_step % spec.checkpoint.every == 0 and next_step != 0:
+                self.checkpoint(next_epoch, next_step)
+        return False
+
+    def end_epoch(self, progress) -> None:
+        """After the last step of an epoch: validation, the best checkpoint, a line, a checkpoint."""
+        spec, pos = self.spec, self.pos
+        pos.epoch += 1
+        pos.step = 0
+        if spec.loop.eval_every and (pos.epoch % spec.loop.eval_every == 0 or pos.epoch == spec.loop.epochs):
+            pos.last_eval = self.method.evaluate(self.model, pos.epoch, self.device)
+            self.model.train()
+            if self.dist.is_main and pos.last_eval:
+                self.run.append_metrics({"type": "eval", "epoch": pos.epoch - 1, "step": pos.global_step, **pos.last_eval})
+            if spec.checkpoint.best:
+                pos.best = _update_best(spec, self.run, self.model, self.meta, pos.last_eval, pos.best, pos.epoch, pos.global_step, self.dist)
+        if self.dist.is_main:
+            shown = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in pos.last_eval.items()) if pos.last_eval else ""
+            progress.console.print(f"epoch {pos.epoch}/{spec.loop.epochs}  loss {pos.last_loss:.4f}  {shown}")
+        self.checkpoint(pos.epoch, 0)
+
+    def train(self) -> None:
+        """Every remaining epoch; :class:`TrainingInterrupted` after a requested stop (checkpoint written)."""
+        spec, pos = self.spec, self.pos
+        total_steps = self.steps_per_epoch * spec.loop.epochs
+        progress = _progress(self.console, self.dist, self.unit)
+        with self.stop, progress:
+            task = progress.add_task("train", total=total_steps, completed=pos.global_step, epoch=f"{pos.epoch + 1}/{spec.loop.epochs}", loss=float("nan"), ips=0.0)
+            while pos.epoch < spec.loop.epochs:
+                self.model.train()
+                if self.run_epoch(progress, task):
+                    raise TrainingInterrupted(self.run.path, pos.global_step)
+                self.end_epoch(progress)
+                if self.stop.requested:
+                    raise TrainingInterrupted(self.run.path, pos.global_step)
+
+    def summary(self, t_start: float) -> dict:
+        spec = self.spec
+        return {
+            "status": "completed",
+            "epochs": spec.loop.epochs,
+            "steps": self.pos.global_step,
+            "final_loss": self.pos.last_loss,
+            "last_eval": self.pos.last_eval,
+            "seconds_this_session": round(time.time() - t_start, 1),
+            "device": str(self.device),
+            "precision": self.precision,
+            "world_size": self.dist.world_size,
+            "batch_size": spec.loop.batch_size,
+            "batch_size_per_device": spec.loop.batch_size_per_device,
+            "weights": str(self.run.final_weights.relative_to(self.run.path)),
+            "best": self.pos.best,
+            "torch": torch.__version__,
+            "simtool": __version__,
+        }
+
+
+def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dist: DistInfo) -> dict:
+    spec, device, precision = _configure(spec, dist)
+    seed_everything(spec.seed + dist.rank)
+    method = build_method(spec, device=device, dist=dist, console=console)
+    if method.steps_per_epoch() < 1:
+        raise UserError("The training data gives no full batch per epoch; lower loop.batch_size or use more data.")
+    ckpt = run.latest_checkpoint() if resume else None
+    if ckpt is None:
+        run.check_can_start()  # on every rank, so no rank waits for one that refused
+    if ckpt is None and dist.is_main:
+        if resume:
+            console.print(f"[yellow]{run.path} has no checkpoint yet; starting it from the beginning with its saved spec.[/]", soft_wrap=True)
+        run.create(spec.to_dict())  # only now: the spec, the device and the data have validated
+    barrier(dist)
+    model = method.model.to(device)
+    loop = _Loop(spec, run, method, model, device, precision, dist, console, stop_after_steps)
+    if ckpt is not None:
+        loop.pos = _restore(run, ckpt, model, loop.optimizer, loop.scheduler, device, dist, console)
+    if dist.enabled:
+        loop.train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    t_start = time.time()
+    loop.train()
+    summary = loop.summary(t_start)
     if dist.is_main:
-        run.write_final(model_state(model), metadata=meta)
+        run.write_final(model_state(model), metadata=loop.meta)
         run.write_summary(summary)
     barrier(dist)
     return summary

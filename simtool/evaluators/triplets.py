@@ -35,10 +35,11 @@ from pydantic import Field
 from simtool.errors import UserError
 from simtool.evaluators._registry import Evaluator, register_evaluator, select_layers
 from simtool.formats.results import attach_sample
+from simtool.formats.triplets import TRIPLET_KINDS
 from simtool.metrics.triplets import correct_from_distances, triplet_distances
 from simtool.specs.base import Spec
 
-KINDS = ("directed", "odd-one-out")
+KINDS = TRIPLET_KINDS
 
 
 class TripletsOptions(Spec):
@@ -57,7 +58,8 @@ def _split(options, emb) -> str:
 
 def read_triplet_labels(path: str | Path, n: int, kind: str | None):
     """The triplets of a ``--labels`` file for a plain array of ``n`` rows (see the module docstring)."""
-    from simtool.formats.embeddings import Triplets, read_labels_table
+    from simtool.formats.embeddings import read_labels_table
+    from simtool.formats.triplets import Triplets
 
     path = Path(path)
     table = read_labels_table(path, "for --type triplets pass a CSV or parquet file with columns a, b, c (row numbers) and kind")

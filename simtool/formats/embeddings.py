@@ -39,32 +39,16 @@ import pyarrow.parquet as pq
 
 from simtool import __version__
 from simtool.errors import UserError
+from simtool.formats.rooms import ROOM_LABEL_PREFIX as ROOM_PREFIX
+from simtool.formats.triplets import TRIPLET_KINDS, TRIPLET_SPLITS, Triplets
 from simtool.io import atomic_path
 
 FORMAT_VERSION = 2
 KIND = "embeddings"
 SUFFIX = ".safetensors"
 ROWS_SUFFIX = ".rows.parquet"
-ROOM_PREFIX = "room:"
 LEVEL_COLUMNS = ("category", "object")
 TRIPLETS_PREFIX = "__triplets__/"
-TRIPLET_KINDS = ("directed", "odd-one-out")
-TRIPLET_SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class Triplets:
-    """Labelled triplets over the rows of an embeddings file (see the module docstring)."""
-
-    index: np.ndarray  # int64 (T, 3) row numbers
-    kind: np.ndarray  # str (T,) directed | odd-one-out
-    split: np.ndarray  # str (T,) train | val | test
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def select(self, mask: np.ndarray) -> "Triplets":
-        return Triplets(self.index[mask], self.kind[mask], self.split[mask])
 
 
 def _encode_triplets(t: Triplets, n_rows: int) -> tuple[dict, dict]:
@@ -139,7 +123,7 @@ class Embeddings:
         if which in self.room_assignments:
             return self.column(ROOM_PREFIX + which).astype(np.int64)
         if Path(which).suffix == ".json" or Path(which).is_file():
-            from simtool.data.rooms import load_room_assignment
+            from simtool.formats.rooms import load_room_assignment
 
             if not self.has("category"):
                 raise UserError(f"A room file needs a category column to map; these embeddings have only: {', '.join(self.rows.column_names)}.")

@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from simtool.data.images import decode_crop, decode_image, image_size
 from simtool.errors import UserError
+from simtool.formats.image_codec import decode_crop, decode_image, image_size
 
 FORMAT_VERSION = 2
 H5_BYTES, H5_OFFSETS, H5_CRC = "bytes", "offsets", "crc32"

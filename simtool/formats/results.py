@@ -156,6 +156,13 @@ def record_samples(doc: dict) -> dict[int, dict]:
     return {int(s["record"]): s for s in doc.get("samples") or []}
 
 
+def results_beside(target: str | Path, type_: str, tag: str) -> Path:
+    """Where ``evaluate`` writes the results of an embeddings file when asked to write beside it:
+    ``NAME.<type>-<tag>.json`` next to ``NAME.safetensors``."""
+    target = Path(target)
+    return target.with_name(target.name.split(".")[0] + f".{type_}-{tag}.json")
+
+
 def write_results(path: str | Path, doc: dict) -> Path:
     path = Path(path)
     atomic_write_json(path, doc)

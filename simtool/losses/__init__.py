@@ -18,6 +18,13 @@ Every loss declares one of three calling conventions (its class attribute ``conv
 specs to classes; :func:`create_loss` builds one from a name and keyword options and gives one
 clear sentence for an unknown name or option. Adding a loss is one file here with
 ``@register_loss("name")``: the package is scanned for its members, there is no list to extend.
+
+The conventions' bases are templates: :class:`~simtool.losses.labelled.LabelledLoss` (a loss gives
+``directed`` / ``odd_one_out`` per-triplet losses) and :class:`~simtool.losses.relational.RelationalLoss`
+(a loss gives ``compute(geometry, generator)``). Modules starting with ``_`` are infrastructure and are
+not scanned: ``_registry`` (the registries), ``_checks`` (option checks) and ``_geometry`` (distances,
+teacher distances, margins, angles, masks, chunked sums, triplet-geometry kernels); every public module
+only defines (and registers) losses, miners or their bases.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ General Triplet Labels", CVPR 2024 workshops (``*_d_cont``).
 
 The labelled pair is a positive pair, the other pair(s) are negative pairs. With Euclidean
 distances ``d01, d02, d12`` (convention ``labelled``, see
-:class:`~simtool.losses.common.LabelledLoss` for shapes)::
+:class:`~simtool.losses.labelled.LabelledLoss` for shapes)::
 
     directed     l = ( relu(d01 - m+) + relu(m- - d02) ) / 2
     odd-one-out  l = ( relu(d01 - m+) + relu(m- - d02) + relu(m- - d12) ) / 3
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from simtool.losses._checks import positive
+from simtool.losses._geometry import TripletGeometry
 from simtool.losses._registry import register_loss
-from simtool.losses.common import LabelledLoss, TripletGeometry, positive
+from simtool.losses.labelled import LabelledLoss
 
 __all__ = ["DoubleContrastiveLoss"]
 

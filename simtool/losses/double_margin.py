@@ -6,7 +6,7 @@ Similarity from General Triplet Labels", CVPR 2024 workshops (``*_d_dm``).
 
 With ``g(d_p, d_n) = relu(d_p - (beta - m)) + relu((beta + m) - d_n)`` (similar pairs pulled inside
 ``beta - m``, dissimilar ones pushed beyond ``beta + m``) and Euclidean distances ``d01, d02, d12``
-(convention ``labelled``, see :class:`~simtool.losses.common.LabelledLoss` for shapes)::
+(convention ``labelled``, see :class:`~simtool.losses.labelled.LabelledLoss` for shapes)::
 
     directed     l = g(d01, d02)
     odd-one-out  l = ( g(d01, d02) + g(d01, d12) ) / 2
@@ -19,14 +19,15 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from simtool.losses._checks import finite, positive
 from simtool.losses._registry import register_loss
-from simtool.losses.common import LabelledLoss, TripletGeometry, finite, positive
+from simtool.losses.labelled import PairTermLoss
 
 __all__ = ["DoubleMarginLoss"]
 
 
 @register_loss("double_margin")
-class DoubleMarginLoss(LabelledLoss):
+class DoubleMarginLoss(PairTermLoss):
     """Pull the labelled pair inside ``beta - margin``, push the other pair(s) beyond ``beta + margin``.
 
     Args:
@@ -41,14 +42,8 @@ class DoubleMarginLoss(LabelledLoss):
         self.beta = finite("beta", beta, "double_margin")
         self.margin = positive("margin", margin, "double_margin", allow_zero=True)
 
-    def _g(self, d_pos: Tensor, d_neg: Tensor) -> Tensor:
+    def term(self, d_pos: Tensor, d_neg: Tensor) -> Tensor:
         return (d_pos - (self.beta - self.margin)).relu() + ((self.beta + self.margin) - d_neg).relu()
-
-    def directed(self, g: TripletGeometry) -> Tensor:
-        return self._g(g.d01, g.d02)
-
-    def odd_one_out(self, g: TripletGeometry) -> Tensor:
-        return 0.5 * (self._g(g.d01, g.d02) + self._g(g.d01, g.d12))
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, margin={self.margin}"

@@ -7,7 +7,7 @@ R. Dondera, "Towards Learning Image Similarity from General Triplet Labels", CVP
 
 With ``f(s_p, s_n) = (1/alpha) log(1 + e^{alpha (lam - s_p)}) + (1/beta) log(1 + e^{beta (s_n - lam)})``
 and dot products ``s01, s02, s12`` (convention ``labelled``, see
-:class:`~simtool.losses.common.LabelledLoss` for shapes)::
+:class:`~simtool.losses.labelled.LabelledLoss` for shapes)::
 
     directed     l = f(s01, s02)
     odd-one-out  l = ( f(s01, s02) + f(s01, s12) ) / 2
@@ -21,14 +21,15 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from simtool.losses._checks import finite, positive
 from simtool.losses._registry import register_loss
-from simtool.losses.common import LabelledLoss, TripletGeometry, finite, positive
+from simtool.losses.labelled import PairTermLoss
 
 __all__ = ["DoubleMultiSimilarityLoss"]
 
 
 @register_loss("double_multisimilarity")
-class DoubleMultiSimilarityLoss(LabelledLoss):
+class DoubleMultiSimilarityLoss(PairTermLoss):
     """Soft-plus pull of the labelled pair above ``lam`` and push of the other pair(s) below it.
 
     Args:
@@ -38,6 +39,7 @@ class DoubleMultiSimilarityLoss(LabelledLoss):
     """
 
     name = "double_multisimilarity"
+    measure = "similarities"
 
     def __init__(self, lam: float = 0.5, alpha: float = 2.0, beta: float = 40.0):
         super().__init__()
@@ -45,14 +47,8 @@ class DoubleMultiSimilarityLoss(LabelledLoss):
         self.alpha = positive("alpha", alpha, "double_multisimilarity")
         self.beta = positive("beta", beta, "double_multisimilarity")
 
-    def _f(self, s_pos: Tensor, s_neg: Tensor) -> Tensor:
+    def term(self, s_pos: Tensor, s_neg: Tensor) -> Tensor:
         return F.softplus(self.alpha * (self.lam - s_pos)) / self.alpha + F.softplus(self.beta * (s_neg - self.lam)) / self.beta
-
-    def directed(self, g: TripletGeometry) -> Tensor:
-        return self._f(g.s01, g.s02)
-
-    def odd_one_out(self, g: TripletGeometry) -> Tensor:
-        return 0.5 * (self._f(g.s01, g.s02) + self._f(g.s01, g.s12))
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}, alpha={self.alpha}, beta={self.beta}"

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from simtool.errors import UserError
+from simtool.losses._checks import positive
 from simtool.losses._registry import register_miner
-from simtool.losses.common import positive
 
 __all__ = ["RelaxedSamplingMattersMiner", "log_sphere_density"]
 

@@ -3,7 +3,7 @@
 Reference: R. Dondera, "Towards Learning Image Similarity from General Triplet Labels", CVPR 2024
 workshops (``*_se_mtt``, "multiple triplet teachers").
 
-Convention ``relational`` (:class:`~simtool.losses.common.RelationalLoss`): ``student (B, E)``,
+Convention ``relational`` (:class:`~simtool.losses.relational.RelationalLoss`): ``student (B, E)``,
 ``teacher (B, R, D_t)``. Each teacher run ``r`` votes for the triple ``(a, p, n)`` when
 ``D^r_an - D^r_ap > teacher_margin``; a triple is a training triplet when more than half of the R
 runs vote for it (strict majority)::
@@ -22,8 +22,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from simtool.losses._checks import check_chunk, positive
+from simtool.losses._geometry import RelationalGeometry, margins
 from simtool.losses._registry import register_loss
-from simtool.losses.common import RelationalLoss, auto_chunk, check_chunk, chunked_sum, margins, positive, relational_geometry, triple_mask
+from simtool.losses.relational import RelationalLoss
 
 __all__ = ["MTTLoss"]
 
@@ -47,26 +49,13 @@ class MTTLoss(RelationalLoss):
         self.margin = positive("margin", margin, "mtt", allow_zero=True)
         self.chunk = check_chunk(chunk, "mtt")
 
-    def forward(self, student: Tensor, teacher: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        with torch.autocast(device_type=student.device.type, enabled=False):
-            student, d, d_runs, _ = relational_geometry(student, teacher)
-            b, r = student.shape[0], d_runs.shape[0]
-            weight_sum = [0.0]
+    def compute(self, g: RelationalGeometry, generator: torch.Generator | None) -> Tensor:
+        def weighted(a0: int, a1: int, dd: Tensor) -> tuple[Tensor, Tensor]:
+            with torch.no_grad():
+                votes = (margins(g.d_runs, a0, a1) > self.teacher_margin).sum(0)  # (c, B, B)
+            return votes * 2 > g.runs, (self.margin - margins(dd, a0, a1)).relu()
 
-            def chunk_sum(a0: int, a1: int, dd: Tensor) -> Tensor:
-                with torch.no_grad():
-                    votes = (margins(d_runs, a0, a1) > self.teacher_margin).sum(0)  # (c, B, B)
-                    w = votes * 2 > r
-                    if not self.keep_degenerate:
-                        w &= triple_mask(a0, a1, b, dd.device)
-                    weight_sum[0] += float(w.sum())
-                terms = (self.margin - margins(dd, a0, a1)).relu()
-                return (terms * w).sum()
-
-            total = chunked_sum(chunk_sum, d, self.chunk or auto_chunk(b, 4 + r))
-            if weight_sum[0] == 0:
-                return (student * 0.0).sum()
-            return total / weight_sum[0]
+        return self.weighted_triple_mean(g, weighted, factor=4 + g.runs)
 
     def extra_repr(self) -> str:
         return f"teacher_margin={self.teacher_margin}, margin={self.margin}, keep_degenerate={self.keep_degenerate}"

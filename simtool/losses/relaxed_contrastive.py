@@ -4,7 +4,7 @@ Reference: S. Kim, D. Kim, M. Cho, S. Kwak, "Embedding Transfer with Label Relax
 Metric Learning", CVPR 2021 (the relaxed contrastive loss); R. Dondera, "Towards Learning Image
 Similarity from General Triplet Labels", CVPR 2024 workshops (``*_se_rc``).
 
-Convention ``relational`` (:class:`~simtool.losses.common.RelationalLoss`): ``student (B, E)``,
+Convention ``relational`` (:class:`~simtool.losses.relational.RelationalLoss`): ``student (B, E)``,
 ``teacher (B, R, D_t)``. With teacher pair weights ``w_ij = exp(-Dbar_ij^2 / tau)`` and student
 distances normalised by their row mean::
 
@@ -20,8 +20,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from simtool.losses._checks import positive
+from simtool.losses._geometry import EPS, RelationalGeometry, pair_mask
 from simtool.losses._registry import register_loss
-from simtool.losses.common import EPS, RelationalLoss, pair_mask, positive, relational_geometry
+from simtool.losses.relational import RelationalLoss
 
 __all__ = ["RelaxedContrastiveLoss"]
 
@@ -37,23 +39,20 @@ class RelaxedContrastiveLoss(RelationalLoss):
     """
 
     name = "relaxed_contrastive"
+    min_batch = 2
 
     def __init__(self, margin: float = 1.0, tau: float = 1.0, keep_degenerate: bool = False):
         super().__init__(keep_degenerate)
         self.margin = positive("margin", margin, "relaxed_contrastive")
         self.tau = positive("tau", tau, "relaxed_contrastive")
 
-    def forward(self, student: Tensor, teacher: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        with torch.autocast(device_type=student.device.type, enabled=False):
-            student, d, _, dbar = relational_geometry(student, teacher)
-            b = student.shape[0]
-            if b < 2:
-                return (student * 0.0).sum()
-            w = torch.exp(-(dbar * dbar) / self.tau)
-            mu = d.sum(1, keepdim=True) / (b if self.keep_degenerate else b - 1)
-            dh = d / mu.clamp_min(EPS)
-            terms = w * dh * dh + (1.0 - w) * (self.margin - dh).relu() ** 2
-            return terms[pair_mask(b, d.device)].sum() / (b * (b - 1))
+    def compute(self, g: RelationalGeometry, generator: torch.Generator | None) -> Tensor:
+        b, d = g.batch, g.d
+        w = torch.exp(-(g.dbar * g.dbar) / self.tau)
+        mu = d.sum(1, keepdim=True) / (b if self.keep_degenerate else b - 1)
+        dh = d / mu.clamp_min(EPS)
+        terms = w * dh * dh + (1.0 - w) * (self.margin - dh).relu() ** 2
+        return terms[pair_mask(b, d.device)].sum() / (b * (b - 1))
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, tau={self.tau}, keep_degenerate={self.keep_degenerate}"

@@ -4,7 +4,7 @@ Reference: F. Schroff, D. Kalenichenko, J. Philbin, "FaceNet", CVPR 2015 (semi-h
 R. Dondera, "Towards Learning Image Similarity from General Triplet Labels", CVPR 2024 workshops
 (``*_se_rf``).
 
-Convention ``relational`` (:class:`~simtool.losses.common.RelationalLoss`): ``student (B, E)``,
+Convention ``relational`` (:class:`~simtool.losses.relational.RelationalLoss`): ``student (B, E)``,
 ``teacher (B, R, D_t)``. With ``l[a, p, n] = relu(D_ap - D_an + m)``, teacher pair weights ``w`` and
 triplet weights ``W`` (both from ``Dbar = mean_r D^r``)::
 
@@ -28,20 +28,10 @@ import torch
 from torch import Tensor
 
 from simtool.errors import UserError
+from simtool.losses._checks import check_chunk, finite, positive
+from simtool.losses._geometry import RelationalGeometry, margins
 from simtool.losses._registry import register_loss
-from simtool.losses.common import (
-    RelationalLoss,
-    auto_chunk,
-    check_chunk,
-    chunked_sum,
-    finite,
-    margins,
-    pair_weights,
-    positive,
-    relational_geometry,
-    triple_mask,
-    triplet_weights,
-)
+from simtool.losses.relational import RelationalLoss, pair_weights, triplet_weights
 
 __all__ = ["RelaxedFacenetLoss"]
 
@@ -63,7 +53,9 @@ class RelaxedFacenetLoss(RelationalLoss):
 
     name = "relaxed_facenet"
 
-    def __init__(self, margin: float = 0.5, margin2: float = 0.0, tau: float = 0.25, weights: str = "triplets", keep_degenerate: bool = False, chunk: int | None = None):
+    def __init__(
+        self, margin: float = 0.5, margin2: float = 0.0, tau: float = 0.25, weights: str = "triplets", keep_degenerate: bool = False, chunk: int | None = None
+    ):
         super().__init__(keep_degenerate)
         self.margin = positive("margin", margin, "relaxed_facenet")
         self.margin2 = finite("margin2", margin2, "relaxed_facenet")
@@ -73,27 +65,22 @@ class RelaxedFacenetLoss(RelationalLoss):
         self.weights = weights
         self.chunk = check_chunk(chunk, "relaxed_facenet")
 
-    def forward(self, student: Tensor, teacher: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        with torch.autocast(device_type=student.device.type, enabled=False):
-            student, d, _, dbar = relational_geometry(student, teacher)
-            b = student.shape[0]
-            kind, squared = _WEIGHTS[self.weights]
-            w_pair, _ = pair_weights(dbar, self.tau, squared)  # zero diagonal: a = p never counts
-            denom = float(w_pair.sum())
-            if denom <= 0:
-                return (student * 0.0).sum()
+    def compute(self, g: RelationalGeometry, generator: torch.Generator | None) -> Tensor:
+        kind, squared = _WEIGHTS[self.weights]
+        w_pair, _ = pair_weights(g.dbar, self.tau, squared)  # zero diagonal: a = p never counts
+        denom = float(w_pair.sum())
+        if denom <= 0:
+            return g.zero()
 
-            def chunk_sum(a0: int, a1: int, dd: Tensor) -> Tensor:
-                w = triplet_weights(kind, dbar, a0, a1, self.tau, self.margin2, squared)
-                if not self.keep_degenerate:
-                    w = w * triple_mask(a0, a1, b, dd.device)
-                loss = (self.margin - margins(dd, a0, a1)).relu()  # (c, B, B) = relu(D_ap - D_an + m)
-                with torch.no_grad():
-                    semihard = (loss > 0) & (loss <= self.margin)
-                best = (loss * (semihard * w)).amax(dim=-1)  # (c, B): per (a, p)
-                return (w_pair[a0:a1] * best).sum()
+        def chunk_sum(a0: int, a1: int, dd: Tensor) -> Tensor:
+            w = self.drop_degenerate(triplet_weights(kind, g.dbar, a0, a1, self.tau, self.margin2, squared), a0, a1)
+            loss = (self.margin - margins(dd, a0, a1)).relu()  # (c, B, B) = relu(D_ap - D_an + m)
+            with torch.no_grad():
+                semihard = (loss > 0) & (loss <= self.margin)
+            best = (loss * (semihard * w)).amax(dim=-1)  # (c, B): per (a, p)
+            return (w_pair[a0:a1] * best).sum()
 
-            return chunked_sum(chunk_sum, d, self.chunk or auto_chunk(b, 5)) / denom
+        return self.triple_sum(g, chunk_sum, factor=5) / denom
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, margin2={self.margin2}, tau={self.tau}, weights={self.weights!r}, keep_degenerate={self.keep_degenerate}"

@@ -4,7 +4,7 @@ Reference: A. van den Oord, Y. Li, O. Vinyals, "Representation Learning with Con
 Predictive Coding", 2018 (InfoNCE); R. Dondera, "Towards Learning Image Similarity from General
 Triplet Labels", CVPR 2024 workshops (``*_se_ri``).
 
-Convention ``relational`` (:class:`~simtool.losses.common.RelationalLoss`): ``student (B, E)``,
+Convention ``relational`` (:class:`~simtool.losses.relational.RelationalLoss`): ``student (B, E)``,
 ``teacher (B, R, D_t)``. With teacher pair weights ``w = exp(-Dbar / tau)``, ``wbar = 1 - w`` (both
 0 on the diagonal) and student similarities ``z = S / tau`` (``S_ij = e_i . e_j``)::
 
@@ -21,8 +21,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from simtool.losses._checks import positive
+from simtool.losses._geometry import RelationalGeometry
 from simtool.losses._registry import register_loss
-from simtool.losses.common import RelationalLoss, pair_weights, positive, relational_geometry
+from simtool.losses.relational import RelationalLoss, pair_weights
 
 __all__ = ["RelaxedInfoNCELoss"]
 
@@ -42,19 +44,17 @@ class RelaxedInfoNCELoss(RelationalLoss):
         super().__init__(keep_degenerate)
         self.tau = positive("tau", tau, "relaxed_infonce")
 
-    def forward(self, student: Tensor, teacher: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        with torch.autocast(device_type=student.device.type, enabled=False):
-            student, _, _, dbar = relational_geometry(student, teacher)
-            w, wbar = pair_weights(dbar, self.tau, squared=False)
-            denom = w.sum()
-            if float(denom) <= 0:
-                return (student * 0.0).sum()
-            z = (student @ student.t()) / self.tau
-            z = z - z.max(dim=1, keepdim=True).values.detach()
-            ez = torch.exp(z)
-            neg = (wbar * ez).sum(1, keepdim=True)  # (B, 1)
-            loss = torch.log(ez + neg) - z  # (B, B): l_ap
-            return (w * loss).sum() / denom
+    def compute(self, g: RelationalGeometry, generator: torch.Generator | None) -> Tensor:
+        w, wbar = pair_weights(g.dbar, self.tau, squared=False)
+        denom = w.sum()
+        if float(denom) <= 0:
+            return g.zero()
+        z = (g.student @ g.student.t()) / self.tau
+        z = z - z.max(dim=1, keepdim=True).values.detach()
+        ez = torch.exp(z)
+        neg = (wbar * ez).sum(1, keepdim=True)  # (B, 1)
+        loss = torch.log(ez + neg) - z  # (B, B): l_ap
+        return (w * loss).sum() / denom
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}"

@@ -5,7 +5,7 @@ Pair Weighting for Deep Metric Learning", CVPR 2019; R. Dondera, "Towards Learni
 from General Triplet Labels", CVPR 2024 workshops (``*_se_rms``, where ``lam`` is the config's
 ``margin``).
 
-Convention ``relational`` (:class:`~simtool.losses.common.RelationalLoss`): ``student (B, E)``,
+Convention ``relational`` (:class:`~simtool.losses.relational.RelationalLoss`): ``student (B, E)``,
 ``teacher (B, R, D_t)``. With teacher pair weights ``w_ij = exp(-Dbar_ij^2 / tau)`` (``w_ii = 0``)
 and student similarities ``S_ij = e_i . e_j``, per anchor ``a``::
 
@@ -22,8 +22,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from simtool.losses._checks import finite, positive
+from simtool.losses._geometry import RelationalGeometry
 from simtool.losses._registry import register_loss
-from simtool.losses.common import RelationalLoss, finite, pair_weights, positive, relational_geometry
+from simtool.losses.relational import RelationalLoss, pair_weights
 
 __all__ = ["RelaxedMultiSimilarityLoss"]
 
@@ -49,17 +51,15 @@ class RelaxedMultiSimilarityLoss(RelationalLoss):
         self.alpha = positive("alpha", alpha, "relaxed_multisimilarity")
         self.beta = positive("beta", beta, "relaxed_multisimilarity")
 
-    def forward(self, student: Tensor, teacher: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        with torch.autocast(device_type=student.device.type, enabled=False):
-            student, _, _, dbar = relational_geometry(student, teacher)
-            w, _ = pair_weights(dbar, self.tau, squared=True)
-            wneg = 1.0 - w  # diagonal 1: the self pair
-            if not self.keep_degenerate:
-                wneg = wneg.masked_fill(torch.eye(w.shape[0], dtype=torch.bool, device=w.device), 0.0)
-            s = student @ student.t()
-            pos = torch.log1p((w * torch.exp(self.alpha * (self.lam - s))).sum(1)) / self.alpha
-            neg = torch.log1p((wneg * torch.exp(self.beta * (s - self.lam))).sum(1)) / self.beta
-            return (pos + neg).mean()
+    def compute(self, g: RelationalGeometry, generator: torch.Generator | None) -> Tensor:
+        w, _ = pair_weights(g.dbar, self.tau, squared=True)
+        wneg = 1.0 - w  # diagonal 1: the self pair
+        if not self.keep_degenerate:
+            wneg = wneg.masked_fill(torch.eye(w.shape[0], dtype=torch.bool, device=w.device), 0.0)
+        s = g.student @ g.student.t()
+        pos = torch.log1p((w * torch.exp(self.alpha * (self.lam - s))).sum(1)) / self.alpha
+        neg = torch.log1p((wneg * torch.exp(self.beta * (s - self.lam))).sum(1)) / self.beta
+        return (pos + neg).mean()
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}, tau={self.tau}, alpha={self.alpha}, beta={self.beta}, keep_degenerate={self.keep_degenerate}"

@@ -4,7 +4,7 @@ Reference: R. Dondera, "Towards Learning Image Similarity from General Triplet L
 workshops (``*_se_rt``), a teacher-weighted version of the triplet margin loss (Schroff et al.,
 "FaceNet", CVPR 2015).
 
-Convention ``relational`` (:class:`~simtool.losses.common.RelationalLoss`): ``student (B, E)``,
+Convention ``relational`` (:class:`~simtool.losses.relational.RelationalLoss`): ``student (B, E)``,
 ``teacher (B, R, D_t)``. With student margins ``T[a, p, n] = D_an - D_ap`` and mean-teacher margins
 ``Tbar``::
 
@@ -23,19 +23,10 @@ import torch
 from torch import Tensor
 
 from simtool.errors import UserError
+from simtool.losses._checks import check_chunk, finite, positive
+from simtool.losses._geometry import RelationalGeometry, margins
 from simtool.losses._registry import register_loss
-from simtool.losses.common import (
-    RelationalLoss,
-    auto_chunk,
-    check_chunk,
-    chunked_sum,
-    finite,
-    margins,
-    positive,
-    relational_geometry,
-    triple_mask,
-    triplet_weights,
-)
+from simtool.losses.relational import RelationalLoss, triplet_weights
 
 __all__ = ["RelaxedTripletLoss"]
 
@@ -55,7 +46,9 @@ class RelaxedTripletLoss(RelationalLoss):
 
     name = "relaxed_triplet"
 
-    def __init__(self, margin: float = 0.5, margin2: float = 0.0, tau: float = 0.25, weights: str = "triplets", keep_degenerate: bool = False, chunk: int | None = None):
+    def __init__(
+        self, margin: float = 0.5, margin2: float = 0.0, tau: float = 0.25, weights: str = "triplets", keep_degenerate: bool = False, chunk: int | None = None
+    ):
         super().__init__(keep_degenerate)
         self.margin = positive("margin", margin, "relaxed_triplet", allow_zero=True)
         self.margin2 = finite("margin2", margin2, "relaxed_triplet")
@@ -65,23 +58,11 @@ class RelaxedTripletLoss(RelationalLoss):
         self.weights = weights
         self.chunk = check_chunk(chunk, "relaxed_triplet")
 
-    def forward(self, student: Tensor, teacher: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        with torch.autocast(device_type=student.device.type, enabled=False):
-            student, d, _, dbar = relational_geometry(student, teacher)
-            b = student.shape[0]
-            weight_sum = [0.0]
+    def compute(self, g: RelationalGeometry, generator: torch.Generator | None) -> Tensor:
+        def weighted(a0: int, a1: int, dd: Tensor) -> tuple[Tensor, Tensor]:
+            return triplet_weights(self.weights, g.dbar, a0, a1, self.tau, self.margin2), (self.margin - margins(dd, a0, a1)).relu()
 
-            def chunk_sum(a0: int, a1: int, dd: Tensor) -> Tensor:
-                w = triplet_weights(self.weights, dbar, a0, a1, self.tau, self.margin2)
-                if not self.keep_degenerate:
-                    w = w * triple_mask(a0, a1, b, dd.device)
-                weight_sum[0] += float(w.sum())
-                return (w * (self.margin - margins(dd, a0, a1)).relu()).sum()
-
-            total = chunked_sum(chunk_sum, d, self.chunk or auto_chunk(b, 5))
-            if weight_sum[0] <= 0:
-                return (student * 0.0).sum()
-            return total / weight_sum[0]
+        return self.weighted_triple_mean(g, weighted, factor=5)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, margin2={self.margin2}, tau={self.tau}, weights={self.weights!r}, keep_degenerate={self.keep_degenerate}"

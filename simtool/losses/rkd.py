@@ -4,7 +4,7 @@ Reference: W. Park, D. Kim, Y. Lu, M. Cho, "Relational Knowledge Distillation", 
 modified by R. Dondera, "Towards Learning Image Similarity from General Triplet Labels", CVPR 2024
 workshops (per-row distance normalisation; teacher = R teacher runs).
 
-Convention ``relational`` (:class:`~simtool.losses.common.RelationalLoss`): ``student (B, E)``,
+Convention ``relational`` (:class:`~simtool.losses.relational.RelationalLoss`): ``student (B, E)``,
 ``teacher (B, R, D_t)``. With student distances ``D``, teacher run distances ``D^r`` and their mean
 ``Dbar`` (all ``(B, B)``), Huber ``h`` with ``delta``::
 
@@ -25,25 +25,20 @@ teacher (class labels) needs no special case, and the student's angle term has g
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from simtool.losses._checks import check_chunk, positive
+from simtool.losses._geometry import EPS, RelationalGeometry, angles, pair_mask
 from simtool.losses._registry import create_miner, register_loss
-from simtool.losses.common import (
-    EPS,
-    RelationalLoss,
-    angles,
-    auto_chunk,
-    check_chunk,
-    chunked_sum,
-    huber,
-    n_triples,
-    pair_mask,
-    positive,
-    relational_geometry,
-    triple_mask,
-)
+from simtool.losses.relational import RelationalLoss
 
-__all__ = ["RKDLoss", "mined_angles"]
+__all__ = ["RKDLoss", "huber", "mined_angles"]
+
+
+def huber(x: Tensor, delta: float = 1.0) -> Tensor:
+    """Elementwise Huber: ``x^2 / 2`` for ``|x| < delta``, else ``delta * (|x| - delta / 2)``."""
+    return F.huber_loss(x, torch.zeros_like(x), reduction="none", delta=delta)
 
 
 def mined_angles(d: Tensor, a: Tensor, p: Tensor, n: Tensor) -> Tensor:
@@ -69,6 +64,7 @@ class RKDLoss(RelationalLoss):
     """
 
     name = "rkd"
+    min_batch = 2
 
     def __init__(
         self,
@@ -96,40 +92,27 @@ class RKDLoss(RelationalLoss):
             return terms.mean()
         return terms[pair_mask(b, d.device)].mean()
 
-    def angle_term(self, d: Tensor, d_runs: Tensor, dim: int, generator=None) -> Tensor:
-        b = d.shape[0]
-        if self.miner is not None:
-            a, p, n = self.miner(d, d_runs.mean(0), dim, generator)
-            if a.numel() == 0:
-                return (d * 0.0).sum()
-            diff = mined_angles(d, a, p, n) - mined_angles(d_runs, a, p, n).mean(0)
-            return huber(diff, self.delta).mean()
-        count = n_triples(b, self.keep_degenerate)
-        if count == 0:
-            return (d * 0.0).sum()
+    def angle_term(self, g: RelationalGeometry, generator: torch.Generator | None = None) -> Tensor:
+        def mined(a: Tensor, p: Tensor, n: Tensor) -> Tensor:
+            return huber(mined_angles(g.d, a, p, n) - mined_angles(g.d_runs, a, p, n).mean(0), self.delta)
 
-        def chunk_sum(a0: int, a1: int, dd: Tensor) -> Tensor:
+        def terms(a0: int, a1: int, dd: Tensor) -> Tensor:
             with torch.no_grad():
-                abar = angles(d_runs, a0, a1).mean(0)
-            terms = huber(angles(dd, a0, a1) - abar, self.delta)
-            if not self.keep_degenerate:
-                terms = terms * triple_mask(a0, a1, b, dd.device)
-            return terms.sum()
+                abar = angles(g.d_runs, a0, a1).mean(0)
+            return huber(angles(dd, a0, a1) - abar, self.delta)
 
-        chunk = self.chunk or auto_chunk(b, 4 + d_runs.shape[0])
-        return chunked_sum(chunk_sum, d, chunk) / count
+        return self.triple_mean(g, terms, mined, generator, factor=4 + g.runs)
 
-    def forward(self, student: Tensor, teacher: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        with torch.autocast(device_type=student.device.type, enabled=False):
-            student, d, d_runs, dbar = relational_geometry(student, teacher)
-            if student.shape[0] < 2:
-                return (student * 0.0).sum()
-            loss = (student * 0.0).sum()
-            if self.distance_weight:
-                loss = loss + self.distance_weight * self.distance_term(d, dbar)
-            if self.angle_weight:
-                loss = loss + self.angle_weight * self.angle_term(d, d_runs, student.shape[1], generator)
-            return loss
+    def compute(self, g: RelationalGeometry, generator: torch.Generator | None) -> Tensor:
+        loss = g.zero()
+        if self.distance_weight:
+            loss = loss + self.distance_weight * self.distance_term(g.d, g.dbar)
+        if self.angle_weight:
+            loss = loss + self.angle_weight * self.angle_term(g, generator)
+        return loss
 
     def extra_repr(self) -> str:
-        return f"distance_weight={self.distance_weight}, angle_weight={self.angle_weight}, delta={self.delta}, miner={self.miner}, keep_degenerate={self.keep_degenerate}"
+        return (
+            f"distance_weight={self.distance_weight}, angle_weight={self.angle_weight}, delta={self.delta}, "
+            f"miner={self.miner}, keep_degenerate={self.keep_degenerate}"
+        )

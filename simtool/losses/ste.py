@@ -7,7 +7,7 @@ workshops (FGVC11), the ``ste`` loss of the teachers (``*_p_ste``) and of the di
 for odd-one-out triplets it is the choice model of the THINGS odd-one-out task (Hebart et al. 2020).
 
 Per triplet, with dot products ``s01, s02, s12`` of the rows (convention ``labelled``, see
-:class:`~simtool.losses.common.LabelledLoss` for shapes)::
+:class:`~simtool.losses.labelled.LabelledLoss` for shapes)::
 
     directed     l = -log( e^{s01/tau} / (e^{s01/tau} + e^{s02/tau}) )      = softplus((s02 - s01) / tau)
     odd-one-out  l = -log( e^{s01/tau} / (e^{s01/tau} + e^{s02/tau} + e^{s12/tau}) )
@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simtool.losses._checks import positive
+from simtool.losses._geometry import TripletGeometry
 from simtool.losses._registry import register_loss
-from simtool.losses.common import LabelledLoss, TripletGeometry, positive
+from simtool.losses.labelled import LabelledLoss
 
 __all__ = ["STELoss"]
 

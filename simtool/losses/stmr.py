@@ -3,7 +3,7 @@
 Reference: R. Dondera, "Towards Learning Image Similarity from General Triplet Labels", CVPR 2024
 workshops (``*_se_stmr``; most likely the paper's own proposal).
 
-Convention ``relational`` (:class:`~simtool.losses.common.RelationalLoss`): ``student (B, E)``,
+Convention ``relational`` (:class:`~simtool.losses.relational.RelationalLoss`): ``student (B, E)``,
 ``teacher (B, R, D_t)``. With student margins ``T[a, p, n] = D_an - D_ap`` and mean-teacher margins
 ``Tbar`` (from ``Dbar = mean_r D^r``), for every triple::
 
@@ -26,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simtool.losses._checks import check_chunk, positive
+from simtool.losses._geometry import RelationalGeometry, margins
 from simtool.losses._registry import create_miner, register_loss
-from simtool.losses.common import RelationalLoss, auto_chunk, check_chunk, chunked_sum, margins, n_triples, positive, relational_geometry, triple_mask
+from simtool.losses.relational import RelationalLoss
 
 __all__ = ["STMRLoss", "stmr_terms"]
 
@@ -70,26 +72,16 @@ class STMRLoss(RelationalLoss):
         self.miner = create_miner(miner, miner_options)
         self.chunk = check_chunk(chunk, "stmr")
 
-    def forward(self, student: Tensor, teacher: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        with torch.autocast(device_type=student.device.type, enabled=False):
-            student, d, _, dbar = relational_geometry(student, teacher)
-            b = student.shape[0]
-            if self.miner is not None:
-                a, p, n = self.miner(d, dbar, student.shape[1], generator)
-                if a.numel() == 0:
-                    return (student * 0.0).sum()
-                return stmr_terms(d[a, n] - d[a, p], dbar[a, n] - dbar[a, p], self.tau, self.beta).mean()
-            count = n_triples(b, self.keep_degenerate)
-            if count == 0:
-                return (student * 0.0).sum()
+    def compute(self, g: RelationalGeometry, generator: torch.Generator | None) -> Tensor:
+        d, dbar = g.d, g.dbar
 
-            def chunk_sum(a0: int, a1: int, dd: Tensor) -> Tensor:
-                terms = stmr_terms(margins(dd, a0, a1), margins(dbar, a0, a1), self.tau, self.beta)
-                if not self.keep_degenerate:
-                    terms = terms * triple_mask(a0, a1, b, dd.device)
-                return terms.sum()
+        def mined(a: Tensor, p: Tensor, n: Tensor) -> Tensor:
+            return stmr_terms(d[a, n] - d[a, p], dbar[a, n] - dbar[a, p], self.tau, self.beta)
 
-            return chunked_sum(chunk_sum, d, self.chunk or auto_chunk(b, 6)) / count
+        def terms(a0: int, a1: int, dd: Tensor) -> Tensor:
+            return stmr_terms(margins(dd, a0, a1), margins(dbar, a0, a1), self.tau, self.beta)
+
+        return self.triple_mean(g, terms, mined, generator, factor=6)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, beta={self.beta}, miner={self.miner}, keep_degenerate={self.keep_degenerate}"

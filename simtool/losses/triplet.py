@@ -5,7 +5,7 @@ R. Dondera, "Towards Learning Image Similarity from General Triplet Labels", CVP
 (``*_d_trip``, ``*_p_trip``).
 
 Per triplet, with Euclidean distances ``d01, d02, d12`` (convention ``labelled``, see
-:class:`~simtool.losses.common.LabelledLoss` for shapes)::
+:class:`~simtool.losses.labelled.LabelledLoss` for shapes)::
 
     directed     l = relu(d01 - d02 + m)
     odd-one-out  l = ( relu(d01 - d02 + m) + relu(d01 - d12 + m) ) / 2
@@ -18,14 +18,15 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from simtool.losses._checks import positive
 from simtool.losses._registry import register_loss
-from simtool.losses.common import LabelledLoss, TripletGeometry, positive
+from simtool.losses.labelled import PairTermLoss
 
 __all__ = ["TripletMarginLoss"]
 
 
 @register_loss("triplet")
-class TripletMarginLoss(LabelledLoss):
+class TripletMarginLoss(PairTermLoss):
     """``relu(d(closer) - d(farther) + margin)``; odd-one-out averages the two pair-vs-odd terms.
 
     Args:
@@ -38,11 +39,8 @@ class TripletMarginLoss(LabelledLoss):
         super().__init__()
         self.margin = positive("margin", margin, "triplet", allow_zero=True)
 
-    def directed(self, g: TripletGeometry) -> Tensor:
-        return (g.d01 - g.d02 + self.margin).relu()
-
-    def odd_one_out(self, g: TripletGeometry) -> Tensor:
-        return 0.5 * ((g.d01 - g.d02 + self.margin).relu() + (g.d01 - g.d12 + self.margin).relu())
+    def term(self, d_pair: Tensor, d_other: Tensor) -> Tensor:
+        return (d_pair - d_other + self.margin).relu()
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}"

@@ -4,8 +4,9 @@ Train specs resolve in layers, later winning: **preset → profile → --config 
 flags**. The profile is the one named by ``--profile``; else the one the dataset's card names
 (``build-data --format toyworld`` writes ``profile: toyworld``); else, when no dataset is given at
 all (the built-in toy world), ``toyworld``. ``--profile none`` applies none. The resolved spec
-records the profile in ``profile``. Presets are the YAML files shipped in ``simtool/specs/presets``
-and those methods register in code (:func:`~simtool.methods.register_method`).
+records the profile in ``profile``. Presets are those of the table shipped in
+``simtool/specs/presets/_table.yaml`` (:mod:`simtool.specs.presets`) and those methods register in
+code (:func:`~simtool.methods.register_method`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from simtool.errors import UserError
 from simtool.methods._registry import METHODS, validate_train_spec
 from simtool.specs.base import deep_merge, load_yaml, parse_set
-from simtool.specs.presets import NO_PROFILE, TOY_PROFILE, load_profile, profile_names, read_yaml_preset, yaml_presets
+from simtool.specs.presets import NO_PROFILE, TOY_PROFILE, load_profile, profile_names, read_yaml_preset, shipped_presets
 
 
 def _registered_presets() -> dict[str, dict]:
@@ -22,7 +23,7 @@ def _registered_presets() -> dict[str, dict]:
 
 def list_presets() -> dict[str, str]:
     """Preset name → one-line description (shipped YAML presets and presets registered by methods)."""
-    out = {name: str(load_yaml(path, "preset").get("description", "")) for name, path in yaml_presets().items()}
+    out = {name: str(data.get("description", "")) for name, data in shipped_presets().items()}
     out.update({name: str(data.get("description", "")) for name, data in _registered_presets().items()})
     return dict(sorted(out.items()))
 
@@ -32,7 +33,7 @@ def load_preset(name: str) -> dict:
     if name in registered:
         data = dict(registered[name])
     else:
-        presets = yaml_presets()
+        presets = shipped_presets()
         if name not in presets:
             choices = sorted(set(presets) | set(registered))
             raise UserError(f"Unknown preset {name!r}; choose one of: {', '.join(choices)} (see simtool train --list-presets).")

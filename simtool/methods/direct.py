@@ -8,7 +8,7 @@ images with the student network (:class:`~simtool.models.student.StudentModel`) 
 labelled loss (``ste``, ``triplet``, ``double_margin``, ``double_contrastive``,
 ``double_multisimilarity``) to the triplets, directed or odd-one-out as the dataset says.
 
-Validation (see :func:`~simtool.methods.triplet_common.select_triplets`; never the test split):
+Validation (see :func:`~simtool.methods._triplets.select_triplets`; never the test split):
 ``val/accuracy``, the fraction of correct validation triplets, an item being the mean embedding of
 its images. ``checkpoint.best: val/accuracy`` keeps the best epoch.
 """
@@ -24,14 +24,12 @@ from rich.console import Console
 
 from simtool.engine.distributed import DistInfo
 from simtool.engine.method import Method, StepInfo
-from simtool.engine.seed import numpy_rng
 from simtool.errors import UserError
-from simtool.formats.dataset_dir import Dataset
+from simtool.methods._common import StepPlan, open_training_data, rank_share
+from simtool.methods._images import ImageDataSpec, ImagePipeline, StudentAugmentSpec, StudentSpec, create_student, embed_images, item_means
 from simtool.methods._registry import register_method
-from simtool.methods.distill import ImageRows, StudentSpec, item_means
-from simtool.methods.image_batches import AugmentSpec, ImageDataSpec, ImagePipeline, embed_images
-from simtool.methods.triplet_common import LossSpec, TripletSplitSpec, check_loss, labelled_loss, select_triplets, single_kind, triplet_scores
-from simtool.models import create_model
+from simtool.methods._triplets import LossSpec, TripletSplitSpec, check_loss, labelled_loss, select_triplets, single_kind, triplet_scores
+from simtool.rng import Streams, numpy_rng
 from simtool.specs.common import BaseDataSpec, CommonSpec
 
 
@@ -46,7 +44,7 @@ class DirectSpec(CommonSpec):
     data: DirectDataSpec = DirectDataSpec()
     model: StudentSpec = StudentSpec()
     loss: LossSpec = LossSpec(name="ste", options={"tau": 0.005})
-    augment: AugmentSpec = AugmentSpec()
+    augment: StudentAugmentSpec = StudentAugmentSpec()
 
     @model_validator(mode="after")
     def _loss(self) -> "DirectSpec":
@@ -61,13 +59,9 @@ class Direct(Method):
 
     def __init__(self, spec: DirectSpec, device: torch.device, dist: DistInfo, console: Console):
         self.spec, self.device, self.dist = spec, device, dist
-        if spec.data.path is None:
-            raise UserError("No dataset: pass --data DIR (a triplets dataset with images).")
-        ds = Dataset(spec.data.path)
-        self.ds = ds
+        ds = self.ds = open_training_data(spec, "a triplets dataset with images")
         sets = select_triplets(ds, spec.data, spec.seed)
-        rows = ImageRows(ds)
-        self.rows = rows
+        rows = self.rows = ds.image_table()
         # images of every item: rows are sorted by item, so item i's images are image[start[i]:start[i] + count[i]]
         self.count = np.bincount(rows.group, minlength=len(ds))
         self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]])
@@ -79,16 +73,14 @@ class Direct(Method):
         if not len(self.train):
             raise UserError(f"No training triplet of {ds.root} has an image for all three items; the direct route needs item images.")
         self.kind = single_kind(np.concatenate([self.train_kind, self.val_kind]))
-        self.per_device = spec.loop.batch_size_per_device or spec.loop.batch_size
-        self._steps = len(self.train) // (self.per_device * dist.world_size)
-        if self._steps < 1:
-            raise UserError(f"loop.batch_size={spec.loop.batch_size} triplets per step is more than the {len(self.train)} training triplets; lower loop.batch_size.")
-        self.model = create_model("student", backbone=spec.model.backbone, dim=spec.model.dim, frozen=spec.model.frozen,
-                                  nonlinear_layers=spec.model.nonlinear_layers, head=spec.model.head, pretrained=spec.model.pretrained)
+        self.plan = StepPlan.of(spec, dist, len(self.train), unit="triplets")
+        self.per_device, self._steps = self.plan.per_device, self.plan.steps
+        self.model = create_student(spec.model)
         cfg = self.model.input_config
         train_items = np.unique(self.train)
         train_images = np.concatenate([rows.image[self.start[i] : self.start[i] + self.count[i]] for i in train_items])
-        self.pipe = ImagePipeline(ds.images(spec.data.image_size), spec.data, spec.augment, cfg["mean"], cfg["std"], cfg["crop_pct"], train_images, spec.seed, dist.rank)
+        self.pipe = ImagePipeline(ds.images(spec.data.image_size), spec.data, spec.augment, cfg["mean"], cfg["std"], cfg["crop_pct"], train_images, spec.seed, dist.rank,
+                                  pin_memory=device.type == "cuda")
         self.loss_fn = spec.loss.build("labelled")
         if console is not None and dist.is_main:
             console.print(f"direct: {len(self.train)} training triplets ({self.kind or 'mixed kinds'}), validation: {len(self.val)} ({self.val_source}); "
@@ -107,13 +99,12 @@ class Direct(Method):
         return self.rows.image[self.start[items] + pick]
 
     def batches(self, epoch: int, start_step: int) -> Iterator:
-        rng = numpy_rng(self.spec.seed, epoch, 303)
-        W, B = self.dist.world_size, self.per_device
-        order = rng.permutation(len(self.train))[: self._steps * B * W].reshape(self._steps, W, B)[:, self.dist.rank]
+        rng = numpy_rng(self.spec.seed, epoch, Streams.EPOCH_ORDER)
+        order = rank_share(rng.permutation(len(self.train)), self.plan, self.dist.rank)
         plan = []
         for s in range(start_step, self._steps):
             trip = self.train[order[s]]
-            images = self._images_of(trip.reshape(-1), numpy_rng(self.spec.seed, epoch, s, self.dist.rank, 404))
+            images = self._images_of(trip.reshape(-1), numpy_rng(self.spec.seed, epoch, s, self.dist.rank, Streams.ITEM_IMAGE))
             plan.append((s, images))
         kinds = self.train_kind[order]
         for step, images in self.pipe.batches(epoch, plan):

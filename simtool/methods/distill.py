@@ -42,13 +42,13 @@ from rich.console import Console
 
 from simtool.engine.distributed import DistInfo
 from simtool.engine.method import Method, StepInfo
-from simtool.engine.seed import numpy_rng, torch_generator
 from simtool.errors import UserError
-from simtool.formats.dataset_dir import Dataset
+from simtool.formats.dataset_dir import ClassesDataset, ImageRows, TripletsDataset
+from simtool.methods._common import StepPlan, open_training_data, rank_share
+from simtool.methods._images import ImageDataSpec, ImagePipeline, StudentAugmentSpec, StudentSpec, create_student, embed_images, item_means
 from simtool.methods._registry import register_method
-from simtool.methods.image_batches import AugmentSpec, ImageDataSpec, ImagePipeline, embed_images
-from simtool.methods.triplet_common import LossSpec, check_loss, kind_codes, triplet_scores
-from simtool.models import create_model
+from simtool.methods._triplets import LossSpec, check_loss, kind_codes, triplet_scores
+from simtool.rng import Streams, numpy_rng, torch_generator
 from simtool.specs.base import Spec
 from simtool.specs.common import BaseDataSpec, CommonSpec
 
@@ -59,15 +59,6 @@ class DistillDataSpec(BaseDataSpec, ImageDataSpec):
     teacher_layer: str = "embedding"
     val_fraction: float = Field(0.2, ge=0, lt=1, description="without val items (classes): this fraction of the training ones validates (seeded)")
     per_class: int = Field(2, ge=0, description="classes datasets: images per class in a batch (the paper's sampler); 0 = plain shuffle")
-
-
-class StudentSpec(Spec):
-    backbone: str = "resnet50.tv_in1k"
-    pretrained: Union[bool, str] = True
-    dim: int = Field(128, ge=1)
-    frozen: Literal["none", "bn", "all"] = "bn"
-    nonlinear_layers: int = Field(0, ge=0)
-    head: Literal["linear", "vits"] = "linear"
 
 
 class ValidationSpec(Spec):
@@ -83,7 +74,7 @@ class DistillSpec(CommonSpec):
     data: DistillDataSpec = DistillDataSpec()
     model: StudentSpec = StudentSpec()
     loss: LossSpec = LossSpec(name="stmr", options={"tau": 5.0, "beta": 0.5})
-    augment: AugmentSpec = AugmentSpec()
+    augment: StudentAugmentSpec = StudentAugmentSpec()
     validation: ValidationSpec = ValidationSpec()
 
     @model_validator(mode="after")
@@ -100,35 +91,6 @@ class DistillSpec(CommonSpec):
 MIN_VAL_TRIPLETS = 100  # fewer labelled validation triplets than this are not scored
 
 
-class ImageRows:
-    """Every stored image of a dataset with what supervises it.
-
-    ``image`` (M,) image-store indices; ``key`` (M,) the id a teacher file matches (item id / image
-    id); ``group`` (M,) the item (triplets) or class (classes) of the image; ``split`` (M,) of the
-    group (triplets split by item, classes) or "" (every item in every split)."""
-
-    def __init__(self, ds: Dataset):
-        self.kind = ds.kind
-        if ds.kind == "triplets":
-            if ds.item_images is not None:
-                item, image = ds.item_images
-            else:
-                item = np.flatnonzero(ds.item_index >= 0)
-                image = ds.item_index[item]
-            if not len(item):
-                raise UserError(f"The triplets dataset {ds.root} has no item images; an image student needs them (build it with --images DIR).")
-            order = np.lexsort((image, item))
-            self.group, self.image = item[order].astype(np.int64), image[order].astype(np.int64)
-            self.key = ds.item_ids[self.group]
-            self.split = ds.item_split[self.group] if ds.split_by == "item" else np.full(len(self.group), "", dtype="<U5")
-        elif ds.kind == "classes":
-            self.group, self.image = ds.cls.astype(np.int64), ds.index.astype(np.int64)
-            self.key = ds.ids(np.arange(len(ds)))
-            self.split = ds.split.astype(str)
-        else:
-            raise UserError(f"{ds.root} is a video dataset; the teacher-student method needs a triplets dataset with images or a classes dataset (simtool build-data --format triplets|cub|cars|sop|imagefolder).")
-
-
 def split_groups(rows: ImageRows, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """``(training rows, validation rows, where validation comes from)`` over ``rows``' images."""
     if (rows.split == "val").any():
@@ -137,12 +99,11 @@ def split_groups(rows: ImageRows, val_fraction: float, seed: int) -> tuple[np.nd
     groups = np.unique(rows.group[train])
     if val_fraction <= 0 or len(groups) < 2:
         return train, np.zeros(0, dtype=np.int64), "none"
-    rng = np.random.default_rng([int(seed), 909])
+    rng = numpy_rng(seed, Streams.VAL_GROUPS)
     n_val = max(1, int(round(val_fraction * len(groups))))
     val_groups = rng.choice(groups, size=n_val, replace=False)
     is_val = np.isin(rows.group[train], val_groups)
-    what = "items" if rows.kind == "triplets" else "classes"
-    return train[~is_val], train[is_val], f"{val_fraction:g} of the training {what}"
+    return train[~is_val], train[is_val], f"{val_fraction:g} of the training {rows.what}"
 
 
 def match_ids(want: np.ndarray, have: np.ndarray, what: str) -> np.ndarray:
@@ -210,15 +171,6 @@ def per_class_batches(groups: np.ndarray, batch: int, k: int, steps: int, rng: n
     return out
 
 
-def item_means(emb: torch.Tensor, groups: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """Mean embedding of every group (sorted group ids) and the group ids."""
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    out = torch.zeros(len(uniq), emb.shape[1], dtype=emb.dtype)
-    out.index_add_(0, torch.from_numpy(inverse.reshape(-1)), emb)
-    counts = torch.from_numpy(np.bincount(inverse.reshape(-1), minlength=len(uniq))).to(emb.dtype).unsqueeze(1)
-    return out / counts, uniq
-
-
 @register_method("distill", DistillSpec, default_dataset="triplets")  # without --data: the default toy world's triplets
 class Distill(Method):
     """See the module docstring."""
@@ -226,14 +178,11 @@ class Distill(Method):
 
     def __init__(self, spec: DistillSpec, device: torch.device, dist: DistInfo, console: Console):
         self.spec, self.device, self.dist = spec, device, dist
-        if spec.data.path is None:
-            raise UserError("No dataset: pass --data DIR (a triplets dataset with images, or a classes dataset).")
-        ds = Dataset(spec.data.path)
-        self.ds = ds
-        rows = ImageRows(ds)
-        self.rows = rows
+        ds = self.ds = open_training_data(spec, "a triplets dataset with images, or a classes dataset")
+        rows = self.rows = ds.image_table()
         teacher = spec.data.teacher
-        if teacher is None and ds.kind != "classes":
+        self.classes = isinstance(ds, ClassesDataset)
+        if teacher is None and not self.classes:
             raise UserError("The student needs teachers: export teacher runs with simtool save-embeddings RUN --split all --out T.safetensors and pass --set data.teacher=T.safetensors.")
         self.onehot = teacher is None
         train, val, self.val_source = split_groups(rows, spec.data.val_fraction, spec.seed)
@@ -243,16 +192,14 @@ class Distill(Method):
             paths = [teacher] if isinstance(teacher, str) else list(teacher)
             self.teacher = load_teachers(paths, spec.data.teacher_models, spec.data.teacher_layer, rows.key)  # (M, R, D) per image
         self.train_rows, self.val_rows = train, val
-        self.per_device = spec.loop.batch_size_per_device or spec.loop.batch_size
-        self._steps = len(train) // (self.per_device * dist.world_size)
-        if self._steps < 1:
-            raise UserError(f"loop.batch_size={spec.loop.batch_size} is more than the {len(train)} training images; lower loop.batch_size.")
-        self.use_per_class = ds.kind == "classes" and spec.data.per_class > 0
-        self.model = create_model("student", backbone=spec.model.backbone, dim=spec.model.dim, frozen=spec.model.frozen,
-                                  nonlinear_layers=spec.model.nonlinear_layers, head=spec.model.head, pretrained=spec.model.pretrained)
+        self.plan = StepPlan.of(spec, dist, len(train), unit="images")
+        self.per_device, self._steps = self.plan.per_device, self.plan.steps
+        self.use_per_class = self.classes and spec.data.per_class > 0
+        self.model = create_student(spec.model)
         cfg = self.model.input_config
         self.store = ds.images(spec.data.image_size)
-        self.pipe = ImagePipeline(self.store, spec.data, spec.augment, cfg["mean"], cfg["std"], cfg["crop_pct"], rows.image[train], spec.seed, dist.rank)
+        self.pipe = ImagePipeline(self.store, spec.data, spec.augment, cfg["mean"], cfg["std"], cfg["crop_pct"], rows.image[train], spec.seed, dist.rank,
+                                  pin_memory=device.type == "cuda")
         self.loss_fn = spec.loss.build("relational")
         self._fixed_triples: torch.Tensor | None = None
         self.val_triplets = self._val_triplets()
@@ -264,7 +211,7 @@ class Distill(Method):
     def _val_triplets(self):
         """Labelled validation triplets among validation items (triplets datasets), or None (also
         when fewer than ``MIN_VAL_TRIPLETS`` lie among them)."""
-        if self.ds.kind != "triplets" or not len(self.val_rows):
+        if not isinstance(self.ds, TripletsDataset) or not len(self.val_rows):
             return None
         val_items = np.unique(self.rows.group[self.val_rows])
         sel = np.flatnonzero(self.ds.triplet_split == "val")
@@ -287,14 +234,12 @@ class Distill(Method):
 
     def epoch_plan(self, epoch: int) -> np.ndarray:
         """``(steps, per_device)`` training rows of this rank for every step of ``epoch``."""
-        rng = numpy_rng(self.spec.seed, epoch, 303)
-        W, B = self.dist.world_size, self.per_device
+        rng = numpy_rng(self.spec.seed, epoch, Streams.EPOCH_ORDER)
         if self.use_per_class:
-            pos = per_class_batches(self.rows.group[self.train_rows], B * W, self.spec.data.per_class, self._steps, rng)
+            order = per_class_batches(self.rows.group[self.train_rows], self.plan.global_batch, self.spec.data.per_class, self._steps, rng).reshape(-1)
         else:
-            pos = rng.permutation(len(self.train_rows))[: self._steps * B * W].reshape(self._steps, B * W)
-        pos = pos.reshape(self._steps, W, B)[:, self.dist.rank]
-        return self.train_rows[pos]
+            order = rng.permutation(len(self.train_rows))
+        return self.train_rows[rank_share(order, self.plan, self.dist.rank)]
 
     def batches(self, epoch: int, start_step: int) -> Iterator:
         plan = self.epoch_plan(epoch)
@@ -315,7 +260,7 @@ class Distill(Method):
         x = self.pipe.train_transform(images.to(info.device, non_blocking=True), info.epoch, step)
         z = model(x)
         t = self._teacher_batch(rows).to(info.device)
-        loss = self.loss_fn(z.float(), t, generator=torch_generator(self.spec.seed, info.epoch, step, info.dist.rank, 808))
+        loss = self.loss_fn(z.float(), t, generator=torch_generator(self.spec.seed, info.epoch, step, info.dist.rank, Streams.MINER))
         return loss, {}
 
     @torch.no_grad()
@@ -328,11 +273,11 @@ class Distill(Method):
         out: dict[str, float] = {}
         if not self.onehot and len(self.val_rows) >= 3:
             if self._fixed_triples is None:
-                self._fixed_triples = sample_index_triplets(len(self.val_rows), self.spec.validation.triplets, torch_generator(self.spec.seed, 910), self.spec.validation.distinct)
+                self._fixed_triples = sample_index_triplets(len(self.val_rows), self.spec.validation.triplets, torch_generator(self.spec.seed, Streams.VAL_TRIPLES), self.spec.validation.distinct)
             agree = teacher_agreement(emb, self.teacher[torch.from_numpy(self.val_rows)], self._fixed_triples, self.spec.validation.threshold)
             out["val/fstrt"], out["val/fstr"] = agree["fstrt"], agree["fstr"]
         groups = self.rows.group[self.val_rows]
-        if self.ds.kind == "classes" or self.onehot:
+        if self.classes or self.onehot:
             from simtool.metrics.retrieval import knn
 
             _, counts = np.unique(groups, return_counts=True)

@@ -15,7 +15,7 @@ triplets), as whole index tensors (no per-item dataset calls): every item is emb
 the triplets. The remainder of each epoch's shuffle is dropped, as the original's sampler did.
 
 Validation after every epoch (``loop.eval_every``) on a split that is never the test split (see
-:func:`~simtool.methods.triplet_common.select_triplets`): ``val/accuracy`` (mean over the R
+:func:`~simtool.methods._triplets.select_triplets`): ``val/accuracy`` (mean over the R
 teachers), ``val/accuracy_r<i>`` and ``val/ensemble_accuracy`` (the R teachers' mean similarity).
 ``checkpoint.best: val/accuracy`` keeps the weights of the best epoch (validation-based stopping).
 ``model.l1`` adds ``l1 * sum |w|`` to the loss with its gradient (the original's penalty had none).
@@ -32,12 +32,11 @@ from rich.console import Console
 
 from simtool.engine.distributed import DistInfo
 from simtool.engine.method import Method, StepInfo
-from simtool.engine.seed import torch_generator
-from simtool.errors import UserError
-from simtool.formats.dataset_dir import Dataset
+from simtool.methods._common import StepPlan, open_training_data
 from simtool.methods._registry import register_method
-from simtool.methods.triplet_common import LossSpec, TripletSplitSpec, check_loss, labelled_loss, select_triplets, single_kind, triplet_scores
+from simtool.methods._triplets import LossSpec, TripletSplitSpec, check_loss, labelled_loss, select_triplets, single_kind, triplet_scores
 from simtool.models import create_model
+from simtool.rng import Streams, torch_generator
 from simtool.specs.base import Spec
 from simtool.specs.common import BaseDataSpec, CommonSpec
 
@@ -76,19 +75,13 @@ class Teacher(Method):
 
     def __init__(self, spec: TeacherSpec, device: torch.device, dist: DistInfo, console: Console):
         self.spec, self.device, self.dist = spec, device, dist
-        if spec.data.path is None:
-            raise UserError("No dataset: pass --data DIR (a triplets dataset).")
-        ds = Dataset(spec.data.path)
-        self.ds = ds
-        sets = select_triplets(ds, spec.data, spec.seed)
-        self.sets = sets
+        ds = self.ds = open_training_data(spec, "a triplets dataset")
+        sets = self.sets = select_triplets(ds, spec.data, spec.seed)
         self.n_items = len(ds)
         self.kind = single_kind(np.concatenate([sets.train_kind, sets.val_kind]))
-        self.per_step = spec.loop.batch_size_per_device or spec.loop.batch_size
         self.n_train = len(sets.train)
-        self._steps = self.n_train // (self.per_step * dist.world_size)
-        if self._steps < 1:
-            raise UserError(f"loop.batch_size={spec.loop.batch_size} triplets per step is more than the {self.n_train} training triplets; lower loop.batch_size.")
+        self.plan = StepPlan.of(spec, dist, self.n_train, unit="triplets")
+        self.per_step, self._steps = self.plan.per_device, self.plan.steps
         self.train_trip = torch.from_numpy(np.ascontiguousarray(sets.train, dtype=np.int64))
         self.train_kind = torch.from_numpy(sets.train_kind.astype(np.int64))
         self.model = create_model("psycho", n_items=self.n_items, dim=spec.model.dim, repeats=spec.repeats, seed=spec.seed,
@@ -116,7 +109,7 @@ class Teacher(Method):
         if self._epoch_cache is not None and self._epoch_cache[0] == epoch:
             return self._epoch_cache[1], self._epoch_cache[2]
         reps = 1 if self.spec.shared_order else self.spec.repeats
-        perms = torch.stack([torch.randperm(self.n_train, generator=torch_generator(self.spec.seed, epoch, r, 111)) for r in range(reps)])
+        perms = torch.stack([torch.randperm(self.n_train, generator=torch_generator(self.spec.seed, epoch, r, Streams.TEACHER_ORDER)) for r in range(reps)])
         trip, kind = self.train_trip[perms], self.train_kind[perms]
         self._epoch_cache = (epoch, trip, kind)
         return trip, kind

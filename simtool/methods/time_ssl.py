@@ -23,7 +23,7 @@ batch would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Iterator, Literal, Union
 
 import numpy as np
@@ -32,21 +32,21 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 
-from simtool.data.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, ClassicAugment, normalize
-from simtool.data.images import center_box, sample_crop_box
+from simtool.data.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, normalize
+from simtool.data.images import center_box
+from simtool.data.loading import StoreLoader
 from simtool.data.stream import build_stream, positive_positions
 from simtool.engine.distributed import DistInfo, all_gather, convert_sync_batchnorm
 from simtool.engine.method import Method, StepInfo
-from simtool.engine.seed import numpy_rng, seed_worker, torch_generator
 from simtool.errors import UserError
-from simtool.formats.dataset_dir import Dataset
 from simtool.losses import create_loss
+from simtool.methods._common import StepPlan, open_training_data, rank_share
 from simtool.methods._registry import register_method
 from simtool.models import create_model
+from simtool.rng import Streams, numpy_rng, torch_generator
+from simtool.specs.augment import AugmentSpec
 from simtool.specs.base import Spec
 from simtool.specs.common import BaseDataSpec, CommonSpec, ImageLoadingSpec
-
-CACHE_LIMIT_BYTES = 4 * 2**30
 
 # ---------------------------------------------------------------------------------------------
 # the method's part of the train spec
@@ -73,20 +73,6 @@ class StreamSpec(Spec):
     chunk_ratio_limit: float = Field(0.8, gt=0, le=1, description="stop the stream after this fraction of clips")
     rotation_range: int = Field(2, ge=0, description="positive = stream position i+s, |s| <= rotation_range")
     redraw: Literal["once", "per_epoch"] = Field("once", description="once: one stream per run, as the original; per_epoch: a new stream every epoch")
-
-
-class AugmentSpec(Spec):
-    """Classic (SimCLR) augmentations; probabilities in [0, 1]."""
-
-    min_crop: float = Field(0.5, gt=0, le=1, description="RandomResizedCrop scale lower bound")
-    flip: float = Field(0.5, ge=0, le=1)
-    jitter: float = Field(0.8, ge=0, le=1)
-    brightness: float = Field(0.4, ge=0)
-    contrast: float = Field(0.4, ge=0)
-    saturation: float = Field(0.4, ge=0)
-    hue: float = Field(0.1, ge=0, le=0.5)
-    grayscale: float = Field(0.2, ge=0, le=1)
-    blur: float = Field(0.0, ge=0, le=1)
 
 
 class ContrastSpec(Spec):
@@ -192,54 +178,6 @@ class PairBatch:
     room: torch.Tensor  # int64 (B,)
     pos_category: torch.Tensor  # int64 (B,) of the positives
     pos_room: torch.Tensor
-    error: str | None = None  # a decoding problem met in a worker, raised in the main process
-
-    def pin_memory(self) -> "PairBatch":
-        """Called by the DataLoader when ``pin_memory=True`` (CUDA), so host→device copies overlap."""
-        return PairBatch(*(v.pin_memory() if isinstance(v, torch.Tensor) else v for v in (getattr(self, f.name) for f in fields(self))))
-
-
-class _PairDataset(torch.utils.data.Dataset):
-    """Item k = the k-th batch of (anchor rows, positive rows); decoding happens here (in workers).
-
-    With ``crop`` (frames not already at the training size), every image is a RandomResizedCrop
-    of its stored frame, decoded at reduced size, drawn from a generator keyed by the batch.
-    """
-
-    def __init__(self, batches, store, image_index, category, room, crop: tuple | None, key: tuple):
-        self.batches, self.store, self.image_index, self.category, self.room = batches, store, image_index, category, room
-        self.crop, self.key = crop, key
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def _images(self, rows: np.ndarray, rng) -> torch.Tensor:
-        if self.crop is None:
-            return self.store.load(self.image_index[rows])
-        scale, ratio = self.crop
-        return self.store.load_crops(self.image_index[rows], lambda w, h: sample_crop_box(w, h, scale, ratio, rng))
-
-    def __getitem__(self, k: int) -> PairBatch:
-        step, a, p = self.batches[k]
-        pos = p if p is not None else a
-        rng = numpy_rng(*self.key, step, 404)
-        try:
-            anchor = self._images(a, rng)
-            positive = self._images(pos, rng) if p is not None else None
-        except UserError as exc:  # DataLoader would wrap it in a traceback; hand the sentence over instead
-            return PairBatch(*(torch.zeros(0),) * 6, error=str(exc))
-        return PairBatch(
-            anchor=anchor,
-            positive=positive,
-            category=torch.from_numpy(self.category[a]),
-            room=torch.from_numpy(self.room[a]),
-            pos_category=torch.from_numpy(self.category[pos]),
-            pos_room=torch.from_numpy(self.room[pos]),
-        )
-
-
-def _identity(x):
-    return x
 
 
 def _gather(x: torch.Tensor, info, on: bool) -> torch.Tensor:
@@ -252,10 +190,7 @@ class TimeSSL(Method):
 
     def __init__(self, spec: TimeSSLSpec, device: torch.device, dist: DistInfo, console: Console):
         self.spec, self.device, self.dist, self.console = spec, device, dist, console
-        if spec.data.path is None:
-            raise UserError("No dataset: pass --data DIR (the toy world is used only from the CLI default).")
-        ds = Dataset(spec.data.path)
-        self.ds = ds
+        ds = self.ds = open_training_data(spec, "a video dataset; the toy world is used only from the CLI default")
         room_of_category, self.room_names, self.rooms_source = ds.rooms(spec.data.rooms)
         self.room_of_category = room_of_category
         self.room = room_of_category[ds.category]
@@ -264,24 +199,15 @@ class TimeSSL(Method):
         if not train.any():
             raise UserError(f"The dataset {ds.root} has no training frames in a room; check its split column and room assignment.")
         train_rows = np.flatnonzero(train)  # the subsample is drawn among training objects only
-        keep = subsample_objects(ds.object[train_rows], ds.category[train_rows], spec.data.subsample, numpy_rng(spec.seed, 101), spec.data.subsample_mode)
+        keep = subsample_objects(ds.object[train_rows], ds.category[train_rows], spec.data.subsample, numpy_rng(spec.seed, Streams.SUBSAMPLE),
+                                 spec.data.subsample_mode)
         self.train_rows = train_rows[keep]
         self.val_rows = np.flatnonzero((ds.split == "val") & usable)
         size = spec.data.image_size
         self.store = ds.images(size)
         # Fast path: frames already square at the training size (the toy world) are decoded once
         # and cropped on the device; otherwise every crop is taken from the stored frame in a worker.
-        probe_rows = self.train_rows[:: max(1, len(self.train_rows) // 16)][:16]
-        self.whole_frames = all(self.store.frame_size(i) == (size, size) for i in ds.index[probe_rows])
-        cache = spec.data.cache
-        if cache == "auto":
-            cache = "memory" if self.whole_frames and self.store.nbytes_decoded(len(self.train_rows)) <= CACHE_LIMIT_BYTES else "none"
-        if cache == "memory":
-            if not self.whole_frames:
-                raise UserError(f"data.cache=memory needs frames stored at the training size ({size}x{size}); these are larger: use data.cache=none (crops are then taken from the stored frames).")
-            self.store.cache_all(ds.index[self.train_rows])
-        workers = spec.data.num_workers
-        self.num_workers = 0 if self.store.cached else (min(8, max(1, (torch.get_num_threads() or 2) // 2)) if workers == "auto" else int(workers))
+        self.loader = StoreLoader(self.store, size, spec.data.cache, spec.data.num_workers, ds.index[self.train_rows])
 
         modules = spec.modules
         self.use_time = "classic" in modules
@@ -303,21 +229,21 @@ class TimeSSL(Method):
         self.time_loss = create_loss("ntxent", temperature=spec.contrast.temperature)
         self.label_loss = create_loss("ntxent", temperature=spec.labels.temperature)
         mode = spec.contrast.mode
-        crop_on_device = self.store.cached or self.whole_frames
+        on_device = self.loader.on_device
         if mode == "time":
-            min_crop = spec.contrast.time_min_crop
-            self.aug = BatchAugment(size, "crop", min_crop=min_crop, crop=crop_on_device)
+            self.min_crop = spec.contrast.time_min_crop
+            self.aug = BatchAugment(size, "crop", min_crop=self.min_crop, crop=on_device)
         else:
-            min_crop = spec.contrast.augment.min_crop
-            self.aug = BatchAugment(size, "classic", ClassicAugment(**spec.contrast.augment.model_dump()), crop=crop_on_device)
-        self.worker_crop = None if crop_on_device else ((min_crop, 1.0), (3 / 4, 4 / 3))
+            self.min_crop = spec.contrast.augment.min_crop
+            self.aug = BatchAugment(size, "classic", spec.contrast.augment, crop=on_device)
         self.need_positive = self.use_time
         self.positive_from_stream = mode in ("time", "combined")
-        self.per_device = spec.loop.batch_size_per_device or spec.loop.batch_size
         # Every epoch has the same number of steps, fixed by the first epoch's stream.
         self._streams: dict[int, object] = {}
         first = self._stream(0)
-        self._steps = len(first) // (self.per_device * dist.world_size)
+        self.plan = StepPlan.of(spec, dist)
+        self.plan = StepPlan(self.plan.per_device, self.plan.world, len(first) // self.plan.global_batch)
+        self.per_device, self._steps = self.plan.per_device, self.plan.steps
 
     # -- data ---------------------------------------------------------------------------------
     def _stream(self, epoch: int):
@@ -329,7 +255,7 @@ class TimeSSL(Method):
             self._streams = {key: build_stream(
                 self.ds.object[rows], self.ds.frame[rows], self.room[rows],
                 crop_number=s.crop_number, p_change_room=s.p_change_room, chunk_ratio_limit=s.chunk_ratio_limit,
-                rng=numpy_rng(self.spec.seed, key, 202),
+                rng=numpy_rng(self.spec.seed, key, Streams.STREAM),
             )}
         return self._streams[key]
 
@@ -346,10 +272,9 @@ class TimeSSL(Method):
         Anchors are a fresh permutation of the stream's positions every epoch; the global batch of
         a step is the concatenation of the ranks' batches in rank order.
         """
-        B, W, rank = self.per_device, self.dist.world_size, self.dist.rank
         stream = self._stream(epoch)
-        rng = numpy_rng(self.spec.seed, epoch, 303)
-        needed = self._steps * B * W
+        rng = numpy_rng(self.spec.seed, epoch, Streams.EPOCH_ORDER)
+        needed = self.plan.needed
         order = rng.permutation(len(stream))
         while len(order) < needed:
             order = np.concatenate([order, rng.permutation(len(stream))])
@@ -358,8 +283,8 @@ class TimeSSL(Method):
             positives = positive_positions(anchors, len(stream), self.spec.stream.rotation_range, rng)
         else:
             positives = anchors
-        anchors = anchors.reshape(self._steps, W, B)[:, rank]
-        positives = positives.reshape(self._steps, W, B)[:, rank]
+        anchors = rank_share(anchors, self.plan, self.dist.rank)
+        positives = rank_share(positives, self.plan, self.dist.rank)
         plan = []
         for a, p in zip(anchors, positives):
             rows_a = self.train_rows[stream.rows[a]]
@@ -368,17 +293,15 @@ class TimeSSL(Method):
         return plan
 
     def batches(self, epoch: int, start_step: int) -> Iterator[PairBatch]:
-        plan = [(start_step + k, a, p) for k, (a, p) in enumerate(self.epoch_plan(epoch)[start_step:])]
-        dataset = _PairDataset(plan, self.store, self.ds.index, self.ds.category, self.room, self.worker_crop,
-                               (self.spec.seed, epoch, self.dist.rank))
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_identity,
-            worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda", persistent_workers=False,
-        )
-        for batch in loader:
-            if batch.error:
-                raise UserError(batch.error)
-            yield batch
+        steps = self.epoch_plan(epoch)[start_step:]
+        index = self.ds.index
+        plan = [(start_step + k, (index[a], None if p is None else index[p])) for k, (a, p) in enumerate(steps)]
+        loaded = self.loader.batches(plan, self.min_crop, (self.spec.seed, epoch, self.dist.rank), Streams.PAIR_CROPS, self.device.type == "cuda")
+        for (a, p), batch in zip(steps, loaded):
+            pos = p if p is not None else a
+            anchor, positive = batch.images
+            yield PairBatch(anchor=anchor, positive=positive, category=torch.from_numpy(self.ds.category[a]), room=torch.from_numpy(self.room[a]),
+                            pos_category=torch.from_numpy(self.ds.category[pos]), pos_room=torch.from_numpy(self.room[pos]))
 
     # -- training -----------------------------------------------------------------------------
     def training_step(self, model, batch: PairBatch, info: StepInfo):

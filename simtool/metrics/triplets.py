@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from simtool.errors import UserError
+from simtool.formats.triplets import TRIPLET_KINDS
 
 __all__ = [
     "KINDS",
@@ -37,7 +38,7 @@ __all__ = [
     "fstrt",
 ]
 
-KINDS = ("directed", "odd-one-out")
+KINDS = TRIPLET_KINDS
 DISTANCES = ("euclidean", "sqeuclidean", "cosine")
 _BLOCK = 65536
 _CPU_BLOCK = 4096

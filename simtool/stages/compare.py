@@ -5,7 +5,7 @@ Targets are results files, run directories, directories of runs (their records a
 their models, :mod:`simtool.compare.similarity`). With ``reference``, every group gets its paired
 difference to the reference group with a bootstrap interval. With ``out``: ``comparison.md``,
 ``comparison.csv`` (every record), ``comparison.json`` and the PNG figures
-(:mod:`simtool.compare.plots`): ``bars-<type>.png``, ``layers-<type>.png``, ``similarity.png``.
+(:mod:`simtool.compare.plots`; the directory's names are :mod:`simtool.formats.comparison`).
 Mismatched inputs are named in ``warnings`` (one line each) and the rest is still shown.
 """
 
@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simtool.compare.aggregate import SAMPLE_KEY, Aggregated, aggregate, collect, differences, groups_at, is_score, resolve_reference
-from simtool.compare.similarity import collect_members, is_embeddings_target, similarity, similarity_tables
+from simtool.compare.similarity import collect_members, similarity, similarity_tables
 from simtool.compare.tables import _row_label, _rows, markdown, records_csv, settings_table, tables
 from simtool.errors import UserError
+from simtool.formats import EMBEDDINGS, kind_of
+from simtool.formats.comparison import CSV, JSON, MARKDOWN, SIMILARITY_FIGURE, bars_figure, layers_figure
 from simtool.io import atomic_write_json, atomic_write_text
-
-MARKDOWN, CSV, JSON = "comparison.md", "comparison.csv", "comparison.json"
-SIMILARITY_FIGURE = "similarity.png"
 
 
 @dataclass
@@ -93,7 +92,7 @@ def _figures(spec, agg: Aggregated | None, sim, out: Path) -> list[Path]:
                 where = layer + (f" ({', '.join(f'{k}: {v}' for k, v in mapped.items())})" if mapped else "")
                 columns = [_column(m, lv, one_metric) for m, lv in cols if any((g.metric, g.level) == (m, lv) for g in at)]
                 series = series_for(at, lambda g: _column(g.metric, g.level, one_metric))
-                written.append(plots.bar_figure(out / f"bars-{t}.png", f"{t}{common} at {where} (mean ± sd over runs; ± se for one run)", columns, series, ylabel))
+                written.append(plots.bar_figure(bars_figure(out, t), f"{t}{common} at {where} (mean ± sd over runs; ± se for one run)", columns, series, ylabel))
             by_label: dict[str, list[str]] = {}
             for g in mine:  # the layer order of the model with most layers, then any others
                 if g.layer not in by_label.setdefault(g.label, []):
@@ -105,7 +104,7 @@ def _figures(spec, agg: Aggregated | None, sim, out: Path) -> list[Path]:
                 for m, lv in cols:
                     sel = [g for g in mine if (g.metric, g.level) == (m, lv)]
                     panels.append((_column(m, lv, one_metric), series_for(sel, lambda g: g.layer)))
-                written.append(plots.layer_figure(out / f"layers-{t}.png", f"{t}{common}: {ylabel} per layer (mean ± sd over runs; ± se for one run)", layers, panels, ylabel))
+                written.append(plots.layer_figure(layers_figure(out, t), f"{t}{common}: {ylabel} per layer (mean ± sd over runs; ± se for one run)", layers, panels, ylabel))
     if sim is not None and len(sim.labels) >= 2:
         where = f" at {sim.layer}" if sim.layer else ""
         written.append(plots.heatmap_figure(out / SIMILARITY_FIGURE, f"Representational similarity{where} ({sim.n_used} items; diagonal: between the runs of one model)", sim.labels,
@@ -117,7 +116,7 @@ def compare(spec) -> tuple[list, Comparison, list[Path]]:
     """Returns (tables, comparison, written files)."""
     if spec.names and len(spec.names) != len(spec.targets):
         raise UserError(f"--name was given {len(spec.names)} time(s) for {len(spec.targets)} target(s); give one name per target, in order.")
-    emb_idx = [i for i, t in enumerate(spec.targets) if is_embeddings_target(t)]
+    emb_idx = [i for i, t in enumerate(spec.targets) if kind_of(t) == EMBEDDINGS]
     res_idx = [i for i in range(len(spec.targets)) if i not in emb_idx]
     pick = lambda idx, xs: [xs[i] for i in idx] if xs else None  # noqa: E731
     agg = aggregate(collect(pick(res_idx, spec.targets), pick(res_idx, spec.names))) if res_idx else None

@@ -1,9 +1,10 @@
 """``evaluate``: a run, an embeddings file or a plain array → result records.
 
 Reads embeddings (embedding a run's test split in memory first when the target is a run
-directory), hands them to the evaluator registered for ``--type`` and writes a results file:
-into the run directory for a run, beside the file for an embeddings file, and to ``--out``.
-Evaluating an embeddings file or an array opens no dataset and imports no training code.
+directory, :mod:`simtool.embedding.runs`), hands them to the evaluator registered for ``--type``
+and writes a results file: into the run directory for a run, beside the file for an embeddings
+file, and to ``--out``. Evaluating an embeddings file or an array opens no dataset; no target
+imports training code.
 """
 
 from __future__ import annotations
@@ -14,25 +15,26 @@ from rich.console import Console
 
 from simtool.errors import UserError
 from simtool.evaluators import EVALUATORS, get_evaluator
-from simtool.formats.results import results_doc, write_results
+from simtool.formats import ARRAY, DATASET, EMBEDDINGS, MISSING, RUN, RUNS, kind_of
+from simtool.formats.results import results_beside, results_doc, write_results
 
-ARRAY_SUFFIXES = (".npy", ".npz")
+WHAT = "pass a run directory, an embeddings .safetensors file or a .npy/.npz array"
 
 
 def load_target(spec, console: Console | None = None):
     """``(embeddings, run directory or None)`` for the evaluate spec's target."""
     target = Path(spec.target)
-    from simtool.formats.run_dir import RunDir
-
-    if target.is_dir():
-        if not RunDir.is_run_dir(target):
-            raise UserError(f"{target} is not a run directory (it has no spec.yaml); pass a run, an embeddings .safetensors file or a .npy/.npz array.")
-        from simtool.stages.embed import embed_runs
+    kind = kind_of(target)
+    if kind == RUN:
+        from simtool.embedding.runs import embed_runs
+        from simtool.formats.run_dir import RunDir
 
         return embed_runs([str(target)], spec.split, spec.layers, spec.device, spec.batch_size, spec.data, console), RunDir(target)
-    if not target.exists():
-        raise UserError(f"The target {target} does not exist; pass a run directory, an embeddings .safetensors file or a .npy/.npz array.")
-    if target.suffix in ARRAY_SUFFIXES:
+    if kind in (RUNS, DATASET):
+        raise UserError(f"{target} is not a run directory (it has no spec.yaml); {WHAT}.")
+    if kind == MISSING:
+        raise UserError(f"The target {target} does not exist; {WHAT}.")
+    if kind == ARRAY:
         from simtool.formats.embeddings import read_array
 
         reader = EVALUATORS.get(spec.options.type).array_reader  # an evaluator may read its own labels (triplets)
@@ -60,9 +62,8 @@ def evaluate(spec, console: Console | None = None) -> tuple[dict, list[Path]]:
     written = []
     if run is not None:
         written.append(write_results(run.results_path(evaluator.name, tag), doc))
-    elif spec.out is None:
-        target = Path(spec.target)
-        written.append(write_results(target.with_name(target.name.split(".")[0] + f".{evaluator.name}-{tag}.json"), doc))
+    elif spec.out is None and kind_of(spec.target) in (EMBEDDINGS, ARRAY):
+        written.append(write_results(results_beside(spec.target, evaluator.name, tag), doc))
     if spec.out:
         written.append(write_results(spec.out, doc))
     return doc, written

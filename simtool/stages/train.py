@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from simtool.data.builders.toyworld import ToyWorldBuildSpec, ToyWorldSpec
 from simtool.engine.distributed import barrier, setup_distributed
 from simtool.engine.loop import fit
 from simtool.errors import UserError
@@ -17,7 +18,6 @@ from simtool.formats.dataset_dir import CARD, FORMAT_VERSION
 from simtool.formats.run_dir import RunDir
 from simtool.io import cache_dir
 from simtool.methods import build_method, validate_train_spec
-from simtool.data.builders.toyworld import ToyWorldBuildSpec, ToyWorldSpec
 
 TOYWORLD_VERSION = 2  # bump when the renderer's output changes (2: the toy triplets in DIR/triplets)
 

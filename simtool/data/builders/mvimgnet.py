@@ -30,10 +30,11 @@ from pydantic import Field, field_validator
 from simtool.data.builders._registry import register_builder
 from simtool.data.builders._scan import files_in, frame_number, require_source, subdirs
 from simtool.data.builders.parts import BuildContext, Scan, plan_table, run_image_build
-from simtool.data.rooms import UNCERTAIN, parse_room_assignment, random_room_assignment, read_room_json
+from simtool.data.rooms import random_room_assignment
 from simtool.data.splits import split_by_object
 from simtool.errors import UserError
-from simtool.formats.dataset_dir import FRAMES, video_counts, write_rooms
+from simtool.formats.dataset_dir import FRAMES, video_counts
+from simtool.formats.rooms import UNCERTAIN, parse_room_assignment, read_room_json, write_rooms
 from simtool.specs.base import Spec
 from simtool.specs.data import ImageBuildBase, check_fractions, parse_fractions
 

@@ -51,7 +51,7 @@ from simtool.formats.build_dir import (
     work_dir,
     write_manifest,
 )
-from simtool.formats.dataset_dir import IMAGES, REJECTED, new_dataset_dir, write_rejected, write_tables
+from simtool.formats.dataset_dir import IMAGES, REJECTED, codes, new_dataset_dir, write_rejected, write_tables
 from simtool.formats.image_store import ImageSpool, merge_stores
 from simtool.signals import StopRequest
 
@@ -221,9 +221,7 @@ def _run(spec, scan_fn: Callable, finalize_fn: Callable, progress, ctx: BuildCon
         write_manifest(work, key, spec.to_dict(), time.strftime("%Y-%m-%d %H:%M:%S"))
     plan = scan.plan
     group = plan.column("group").to_numpy().astype(np.int64) if plan.num_rows else np.zeros(0, dtype=np.int64)
-    from simtool.formats.dataset_dir import _codes
-
-    pcodes, pnames = _codes(plan.column("partition"))
+    pcodes, pnames = codes(plan.column("partition"))
     parts = cut_parts(group, pcodes, int(spec.part_size))
     numbered = [(k, s, e) for k, (s, e) in enumerate(parts)]
     mine = numbered

@@ -30,9 +30,10 @@ from pydantic import Field
 
 from simtool.data.builders._registry import register_builder
 from simtool.data.builders.mvimgnet import read_category_file
-from simtool.data.rooms import UNCERTAIN, parse_room_assignment, random_room_assignment
+from simtool.data.rooms import random_room_assignment
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import new_dataset_dir
+from simtool.formats.rooms import UNCERTAIN, parse_room_assignment
 from simtool.io import atomic_write_json
 from simtool.specs.base import Spec
 from simtool.specs.data import BuildBase

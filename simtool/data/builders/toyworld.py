@@ -19,11 +19,11 @@ import numpy as np
 from pydantic import Field
 
 from simtool.data.builders._registry import register_builder
-from simtool.data.images import encode_image
 from simtool.data.rooms import random_room_assignment
 from simtool.data.splits import split_by_object
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import IMAGES, ITEM_IMAGES, ITEMS, SPLITS, TRIPLETS, DatasetWriter, write_tables
+from simtool.formats.image_codec import encode_image
 from simtool.formats.image_store import ImageSpool
 from simtool.specs.base import Spec
 from simtool.specs.data import BuildBase, SplitSpec
