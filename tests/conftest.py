@@ -51,12 +51,12 @@ def tiny_world(tmp_path_factory):
 
 
 def cli(*args):
-    """Run the simtool CLI in-process (Typer's CliRunner) with string arguments."""
-    from typer.testing import CliRunner
+    """Run the simtool CLI in-process (click's CliRunner, the command with its registry help) with string arguments."""
+    from click.testing import CliRunner
 
-    from simtool.cli.main import app
+    from simtool.cli.main import command
 
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return CliRunner().invoke(command(), [str(a) for a in args], prog_name="simtool")
 
 
 def sets(items):

@@ -171,6 +171,8 @@ def test_one_registration_each_runs_through_the_command_line(tmp_path, one_of_ea
     assert r.exit_code == 0, r.output
     assert Dataset(data).kind == "classes" and len(Dataset(data)) == 16
     assert "test_blobs_default" in cli("train", "--list-presets").output
+    assert "--format test_blobs: coloured squares" in cli("build-data", "--help").output, "the help lists the registered formats"
+    assert "test_norms" in cli("evaluate", "--help").output
     r = cli("train", "--preset", "test_blobs_default", "--data", data, "--out", run, "--device", "cpu")
     assert r.exit_code == 0, r.output
     r = cli("evaluate", run, "--type", "test_norms", "--split", "all", "--out", res, "--device", "cpu")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import traceback
 from pathlib import Path
 from typing import List, Optional
@@ -153,25 +154,31 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _build_data_help() -> str:
-    from simtool.data.builders import format_lines
-
-    return ("Build a dataset directory from raw data (or --verify one).\n\n"
-            "Writes dataset.json (the card), the parquet index (frames / images / items + triplets), "
-            "images.h5 (encoded images) and rejected.txt. Interrupted builds continue when run again.\n\n"
-            "\b\nFormats:\n" + "\n".join("  " + line for line in format_lines()))
+BUILD_DATA_HELP = ("Build a dataset directory from raw data (or --verify one).\n\n"
+                   "Writes dataset.json (the card), the parquet index (frames / images / items + triplets), "
+                   "images.h5 (encoded images) and rejected.txt. Interrupted builds continue when run again.")
 
 
-def _format_choices() -> str:
-    from simtool.data.builders import BUILDERS
+def _registry_help(command) -> None:
+    """Fill the help texts that list registered components (formats, evaluation types), read from
+    the registries only when help is shown, so that other commands start without importing them."""
+    from simtool.data.builders import BUILDERS, format_lines
+    from simtool.evaluators import EVALUATORS
 
-    return " | ".join(BUILDERS.names()) + " (see the list above)."
+    build = command.commands["build-data"]
+    build.help = BUILD_DATA_HELP + "\n\n\b\nFormats:\n" + "\n".join("  " + line for line in format_lines())
+    texts = {("build-data", "format"): " | ".join(BUILDERS.names()) + " (see the list above).",
+             ("evaluate", "type"): " | ".join(EVALUATORS.names()) + "."}
+    for (name, param), text in texts.items():
+        for p in command.commands[name].params:
+            if p.name == param:
+                p.help = text
 
 
-@app.command("build-data", help=_build_data_help())
+@app.command("build-data", help=BUILD_DATA_HELP)
 @handle_errors
 def build_data(
-    format: Optional[str] = typer.Option(None, "--format", help=_format_choices()),
+    format: Optional[str] = typer.Option(None, "--format", help="The dataset format (simtool build-data --help lists them)."),
     source: Optional[Path] = typer.Argument(None, metavar="SRC", help="Raw data to read: a folder, a preset's download, or the room table (not used by toyworld)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Dataset directory to create."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for splits and random rooms (default 0)."),
@@ -358,7 +365,7 @@ def save_embeddings(
 @handle_errors
 def evaluate(
     target: Path = typer.Argument(..., metavar="TARGET", help="A run directory, an embeddings .safetensors file, or a .npy/.npz array (with --labels)."),
-    type: str = typer.Option(..., "--type", help="odd-one-out | triplets | classes."),
+    type: str = typer.Option(..., "--type", help="The evaluation (simtool evaluate --help lists them)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the results JSON here."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels of a .npy/.npz target: CSV or parquet, one row per embedding, columns named after levels."),
     data: Optional[Path] = typer.Option(None, "--data", help="A run target's dataset directory, if it moved since training."),
@@ -440,8 +447,18 @@ def compare(
         console.print("[green]Wrote[/] " + ", ".join(escape(str(p)) for p in written))
 
 
+def command():
+    """The click command of the app, with the registries' help texts filled in."""
+    cmd = typer.main.get_command(app)
+    _registry_help(cmd)
+    return cmd
+
+
 def main() -> None:
-    app()
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        command()(prog_name="simtool")
+    else:
+        app()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """The prologue every method shares: its dataset, its per-device batch and steps, its rank's share.
 
+* :class:`DatasetMethod`: the constructor the engine calls, ``(spec, device=, dist=, console=)``:
+  it keeps them, opens the dataset (:func:`open_training_data`; ``needs`` says what kind, for the
+  error) and hands over to the method's :meth:`~DatasetMethod.setup`;
 * :func:`open_training_data`: the dataset of ``spec.data.path`` (one sentence when there is none:
   the built-in toy world is filled in by ``train`` only);
 * :class:`StepPlan`: the per-device batch of ``loop.batch_size`` (the global batch) and the steps
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simtool.engine.method import Method
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset
 
@@ -23,6 +27,22 @@ def open_training_data(spec, what: str) -> Dataset:
     if spec.data.path is None:
         raise UserError(f"No dataset: pass --data DIR ({what}).")
     return Dataset(spec.data.path)
+
+
+class DatasetMethod(Method):
+    """A method that trains on the dataset directory of ``spec.data.path`` (see the module docstring)."""
+
+    needs = "a dataset directory"
+
+    def __init__(self, spec, device, dist, console):
+        self.spec, self.device, self.dist, self.console = spec, device, dist, console
+        self.ds = open_training_data(spec, self.needs)
+        self.setup()
+
+    def setup(self) -> None:  # pragma: no cover - every method sets itself up
+        """Everything the method builds from ``self.spec`` and ``self.ds`` (its model among them);
+        raise :class:`~simtool.errors.UserError` for bad data before anything is written."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

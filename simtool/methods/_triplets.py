@@ -4,7 +4,8 @@ Reference: R. Dondera, "Towards Learning Image Similarity from General Triplet L
 workshops. Not a method itself.
 
 * :class:`LossSpec`: a loss by registered name with its options (``{name: ste, options: {tau: 0.5}}``),
-  checked against :func:`simtool.losses.create_loss` and the calling convention the method needs.
+  checked against :func:`simtool.losses.create_loss` and, in :class:`LabelledLossSpec` and
+  :class:`RelationalLossSpec`, the calling convention the method needs.
 * :func:`select_triplets`: the training and validation triplets of a ``triplets`` dataset. Training
   = the triplets of ``train_splits``; validation = those of ``val_split`` when the dataset has some
   (and it is not a training split), else a seeded ``val_fraction`` of the training triplets held out
@@ -17,7 +18,7 @@ workshops. Not a method itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -33,10 +34,18 @@ KINDS = TRIPLET_KINDS
 
 
 class LossSpec(Spec):
-    """A registered loss and its options (see ``simtool/losses``)."""
+    """A registered loss and its options (see ``simtool/losses``); a subclass that names a
+    ``convention`` accepts only the losses of that convention (checked when the spec validates)."""
 
+    convention: ClassVar[str | None] = None
     name: str = "ste"
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the loss, e.g. {tau: 0.5}")
+
+    @model_validator(mode="after")
+    def _fits(self) -> "LossSpec":
+        if self.convention is not None:
+            self.build(self.convention)
+        return self
 
     def build(self, convention: str | None = None):
         from simtool.losses import LOSSES, create_loss
@@ -48,8 +57,16 @@ class LossSpec(Spec):
         return loss
 
 
-def check_loss(spec: LossSpec, convention: str) -> None:
-    spec.build(convention)
+class LabelledLossSpec(LossSpec):
+    """A ``labelled`` loss (embeddings and labelled triplets) and its options."""
+
+    convention: ClassVar[str | None] = "labelled"
+
+
+class RelationalLossSpec(LossSpec):
+    """A ``relational`` loss (student and teacher embeddings) and its options."""
+
+    convention: ClassVar[str | None] = "relational"
 
 
 class TripletSplitSpec(Spec):

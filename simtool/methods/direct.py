@@ -19,16 +19,13 @@ from typing import Iterator, Literal
 
 import numpy as np
 import torch
-from pydantic import model_validator
-from rich.console import Console
 
-from simtool.engine.distributed import DistInfo
-from simtool.engine.method import Method, StepInfo
+from simtool.engine.method import StepInfo
 from simtool.errors import UserError
-from simtool.methods._common import StepPlan, open_training_data, rank_share
+from simtool.methods._common import DatasetMethod, StepPlan, rank_share
 from simtool.methods._images import ImageDataSpec, ImagePipeline, StudentAugmentSpec, StudentSpec, create_student, embed_images, item_means
 from simtool.methods._registry import register_method
-from simtool.methods._triplets import LossSpec, TripletSplitSpec, check_loss, labelled_loss, select_triplets, single_kind, triplet_scores
+from simtool.methods._triplets import LabelledLossSpec, TripletSplitSpec, labelled_loss, select_triplets, single_kind, triplet_scores
 from simtool.rng import Streams, numpy_rng
 from simtool.specs.common import BaseDataSpec, CommonSpec
 
@@ -43,23 +40,18 @@ class DirectSpec(CommonSpec):
     method: Literal["direct"] = "direct"
     data: DirectDataSpec = DirectDataSpec()
     model: StudentSpec = StudentSpec()
-    loss: LossSpec = LossSpec(name="ste", options={"tau": 0.005})
+    loss: LabelledLossSpec = LabelledLossSpec(name="ste", options={"tau": 0.005})
     augment: StudentAugmentSpec = StudentAugmentSpec()
-
-    @model_validator(mode="after")
-    def _loss(self) -> "DirectSpec":
-        check_loss(self.loss, "labelled")
-        return self
 
 
 @register_method("direct", DirectSpec, default_dataset="triplets")  # without --data: the default toy world's triplets
-class Direct(Method):
+class Direct(DatasetMethod):
     """See the module docstring."""
 
+    needs = "a triplets dataset with images"
 
-    def __init__(self, spec: DirectSpec, device: torch.device, dist: DistInfo, console: Console):
-        self.spec, self.device, self.dist = spec, device, dist
-        ds = self.ds = open_training_data(spec, "a triplets dataset with images")
+    def setup(self) -> None:
+        spec, device, dist, console, ds = self.spec, self.device, self.dist, self.console, self.ds
         sets = select_triplets(ds, spec.data, spec.seed)
         rows = self.rows = ds.image_table()
         # images of every item: rows are sorted by item, so item i's images are image[start[i]:start[i] + count[i]]

@@ -37,17 +37,15 @@ from typing import Iterator, Literal, Optional, Union
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
-from rich.console import Console
+from pydantic import Field
 
-from simtool.engine.distributed import DistInfo
-from simtool.engine.method import Method, StepInfo
+from simtool.engine.method import StepInfo
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import ClassesDataset, ImageRows, TripletsDataset
-from simtool.methods._common import StepPlan, open_training_data, rank_share
+from simtool.methods._common import DatasetMethod, StepPlan, rank_share
 from simtool.methods._images import ImageDataSpec, ImagePipeline, StudentAugmentSpec, StudentSpec, create_student, embed_images, item_means
 from simtool.methods._registry import register_method
-from simtool.methods._triplets import LossSpec, check_loss, kind_codes, triplet_scores
+from simtool.methods._triplets import RelationalLossSpec, kind_codes, triplet_scores
 from simtool.rng import Streams, numpy_rng, torch_generator
 from simtool.specs.base import Spec
 from simtool.specs.common import BaseDataSpec, CommonSpec
@@ -73,14 +71,9 @@ class DistillSpec(CommonSpec):
     method: Literal["distill"] = "distill"
     data: DistillDataSpec = DistillDataSpec()
     model: StudentSpec = StudentSpec()
-    loss: LossSpec = LossSpec(name="stmr", options={"tau": 5.0, "beta": 0.5})
+    loss: RelationalLossSpec = RelationalLossSpec(name="stmr", options={"tau": 5.0, "beta": 0.5})
     augment: StudentAugmentSpec = StudentAugmentSpec()
     validation: ValidationSpec = ValidationSpec()
-
-    @model_validator(mode="after")
-    def _loss(self) -> "DistillSpec":
-        check_loss(self.loss, "relational")
-        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,13 +165,13 @@ def per_class_batches(groups: np.ndarray, batch: int, k: int, steps: int, rng: n
 
 
 @register_method("distill", DistillSpec, default_dataset="triplets")  # without --data: the default toy world's triplets
-class Distill(Method):
+class Distill(DatasetMethod):
     """See the module docstring."""
 
+    needs = "a triplets dataset with images, or a classes dataset"
 
-    def __init__(self, spec: DistillSpec, device: torch.device, dist: DistInfo, console: Console):
-        self.spec, self.device, self.dist = spec, device, dist
-        ds = self.ds = open_training_data(spec, "a triplets dataset with images, or a classes dataset")
+    def setup(self) -> None:
+        spec, device, dist, console, ds = self.spec, self.device, self.dist, self.console, self.ds
         rows = self.rows = ds.image_table()
         teacher = spec.data.teacher
         self.classes = isinstance(ds, ClassesDataset)

@@ -27,14 +27,12 @@ from typing import Iterator, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
-from rich.console import Console
+from pydantic import Field
 
-from simtool.engine.distributed import DistInfo
-from simtool.engine.method import Method, StepInfo
-from simtool.methods._common import StepPlan, open_training_data
+from simtool.engine.method import StepInfo
+from simtool.methods._common import DatasetMethod, StepPlan
 from simtool.methods._registry import register_method
-from simtool.methods._triplets import LossSpec, TripletSplitSpec, check_loss, labelled_loss, select_triplets, single_kind, triplet_scores
+from simtool.methods._triplets import LabelledLossSpec, TripletSplitSpec, labelled_loss, select_triplets, single_kind, triplet_scores
 from simtool.models import create_model
 from simtool.rng import Streams, torch_generator
 from simtool.specs.base import Spec
@@ -60,22 +58,17 @@ class TeacherSpec(CommonSpec):
     shared_order: bool = Field(False, description="every repetition sees the same batches (default: each its own shuffle)")
     data: TeacherDataSpec = TeacherDataSpec()
     model: PsychoSpec = PsychoSpec()
-    loss: LossSpec = LossSpec(name="ste", options={"tau": 0.5})
-
-    @model_validator(mode="after")
-    def _loss(self) -> "TeacherSpec":
-        check_loss(self.loss, "labelled")
-        return self
+    loss: LabelledLossSpec = LabelledLossSpec(name="ste", options={"tau": 0.5})
 
 
 @register_method("teacher", TeacherSpec, default_dataset="triplets")  # without --data: the default toy world's triplets
-class Teacher(Method):
+class Teacher(DatasetMethod):
     """See the module docstring."""
 
+    needs = "a triplets dataset"
 
-    def __init__(self, spec: TeacherSpec, device: torch.device, dist: DistInfo, console: Console):
-        self.spec, self.device, self.dist = spec, device, dist
-        ds = self.ds = open_training_data(spec, "a triplets dataset")
+    def setup(self) -> None:
+        spec, dist, console, ds = self.spec, self.dist, self.console, self.ds
         sets = self.sets = select_triplets(ds, spec.data, spec.seed)
         self.n_items = len(ds)
         self.kind = single_kind(np.concatenate([sets.train_kind, sets.val_kind]))

@@ -30,17 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
-from rich.console import Console
 
 from simtool.data.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, normalize
 from simtool.data.images import center_box
 from simtool.data.loading import StoreLoader
 from simtool.data.stream import build_stream, positive_positions
-from simtool.engine.distributed import DistInfo, all_gather, convert_sync_batchnorm
-from simtool.engine.method import Method, StepInfo
+from simtool.engine.distributed import all_gather, convert_sync_batchnorm
+from simtool.engine.method import StepInfo
 from simtool.errors import UserError
 from simtool.losses import create_loss
-from simtool.methods._common import StepPlan, open_training_data, rank_share
+from simtool.methods._common import DatasetMethod, StepPlan, rank_share
 from simtool.methods._registry import register_method
 from simtool.models import create_model
 from simtool.rng import Streams, numpy_rng, torch_generator
@@ -185,12 +184,13 @@ def _gather(x: torch.Tensor, info, on: bool) -> torch.Tensor:
 
 
 @register_method("time_ssl", TimeSSLSpec)
-class TimeSSL(Method):
+class TimeSSL(DatasetMethod):
     """See the module docstring. Differences from the original code are listed in the README."""
 
-    def __init__(self, spec: TimeSSLSpec, device: torch.device, dist: DistInfo, console: Console):
-        self.spec, self.device, self.dist, self.console = spec, device, dist, console
-        ds = self.ds = open_training_data(spec, "a video dataset; the toy world is used only from the CLI default")
+    needs = "a video dataset; the toy world is used only from the CLI default"
+
+    def setup(self) -> None:
+        spec, dist, ds = self.spec, self.dist, self.ds
         room_of_category, self.room_names, self.rooms_source = ds.rooms(spec.data.rooms)
         self.room_of_category = room_of_category
         self.room = room_of_category[ds.category]
