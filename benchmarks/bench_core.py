@@ -61,7 +61,7 @@ def main() -> None:
     for mode in ("crop", "classic"):
         aug = BatchAugment(64, mode, AugmentSpec())
         g = torch.Generator().manual_seed(0)
-        s = timeit(lambda: aug(x, g), sync=sync)
+        s = timeit(lambda aug=aug, g=g: aug(x, g), sync=sync)
         rows.append((f"BatchAugment {mode} ({2 * args.batch}x3x64x64)", f"{s * 1e3:.1f} ms"))
 
     from simtool.losses import nt_xent
@@ -76,7 +76,7 @@ def main() -> None:
         cat = torch.randint(0, 16, (args.batch,), device=device)
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
-        def step():
+        def step(model=model, opt=opt, xb=xb, cat=cat, ctx=ctx):
             with ctx:
                 out = model(xb, halves=2, categories=cat, probes=True)
                 z = out["time.out"]

@@ -56,11 +56,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--losses", default=",".join(LOSSES))
     args = ap.parse_args()
-    print(f"B = {args.batch}, E = {args.dim}, teacher (B, {1 if args.one_hot else args.repeats}, {args.teacher_dim}){' one-hot' if args.one_hot else ''}, chunk {args.chunk}, {args.threads} threads")
+    print(f"B = {args.batch}, E = {args.dim}, teacher (B, {1 if args.one_hot else args.repeats}, {args.teacher_dim}){' one-hot' if args.one_hot else ''}, "
+          f"chunk {args.chunk}, {args.threads} threads")
     print(f"{'loss':26s} {'forward+backward':>17s} {'peak memory':>12s}")
     for name in args.losses.split(","):
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, name, str(args.batch), str(args.dim), str(args.repeats), str(args.teacher_dim), args.chunk, "1" if args.one_hot else "0", str(args.threads)],
+            [sys.executable, "-c", CHILD, name, str(args.batch), str(args.dim), str(args.repeats), str(args.teacher_dim), args.chunk,
+             "1" if args.one_hot else "0", str(args.threads)],
             capture_output=True, text=True, check=False,
         )
         if out.returncode != 0:

@@ -100,7 +100,8 @@ def measure(which: str, data: Path, labels: Path, args) -> dict:
     """Run one child; ``os.wait4`` gives that child's own peak resident set size."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--data", str(data), "--labels", str(labels),
            "--threads", str(args.threads), "--device", args.device] + (["--clustering"] if args.clustering else [])
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
         proc = subprocess.Popen(cmd, stdout=fout, stderr=ferr, text=True, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -149,7 +150,8 @@ def main() -> None:
                          f" | time ratio {ours['seconds'] / theirs['seconds']:.2f} (target <= 0.8), memory ratio {ours['peak_gb'] / theirs['peak_gb']:.2f}"
                          f" (target <= 0.25) | largest metric difference {diff:.2e}")
                 if args.clustering:
-                    line += f" | NMI {ours['metrics']['NMI']:.4f} vs {theirs['metrics']['NMI']:.4f}, AMI {ours['metrics']['AMI']:.4f} vs {theirs['metrics']['AMI']:.4f}"
+                    line += (f" | NMI {ours['metrics']['NMI']:.4f} vs {theirs['metrics']['NMI']:.4f},"
+                             f" AMI {ours['metrics']['AMI']:.4f} vs {theirs['metrics']['AMI']:.4f}")
             print(line, "|", json.dumps(ours["metrics"]), flush=True)
         if args.big_n:
             classes = int(round(args.big_n / 5.35))

@@ -49,7 +49,8 @@ def planted_triplets(n_items: int, n_triplets: int, true_dim: int, observer_tau:
     return truth, trip.gather(1, order)
 
 
-def fit_teachers(triplets: torch.Tensor, n_items: int, dim: int, repeats: int, epochs: int, batch: int, tau: float, lr: float, l1: float, seed: int, optimizer: str, shared_order: bool):
+def fit_teachers(triplets: torch.Tensor, n_items: int, dim: int, repeats: int, epochs: int, batch: int, tau: float, lr: float, l1: float,
+                 seed: int, optimizer: str, shared_order: bool):
     """The tight vectorised loop: returns ``(model, wall seconds, CPU seconds, steps, last loss)``."""
     from simtool.losses import create_loss
     from simtool.models import create_model
@@ -164,7 +165,8 @@ def main() -> None:
     ap.add_argument("--tau", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--l1", type=float, default=1e-6)
-    ap.add_argument("--optimizer", choices=["foreach", "fused", "for-loop"], default="fused", help="Adam implementation (fused: one kernel, 2-3x faster than foreach)")
+    ap.add_argument("--optimizer", choices=["foreach", "fused", "for-loop"], default="fused",
+                    help="Adam implementation (fused: one kernel, 2-3x faster than foreach)")
     ap.add_argument("--shared-order", action="store_true", help="all repetitions see the same batches")
     ap.add_argument("--true-dim", type=int, default=16)
     ap.add_argument("--observer-tau", type=float, default=0.05)
@@ -180,11 +182,13 @@ def main() -> None:
     t0 = time.perf_counter()
     truth, triplets = planted_triplets(args.items, args.triplets, args.true_dim, args.observer_tau, args.seed)
     print(f"data: {args.items} items, {len(triplets):,} odd-one-out triplets ({time.perf_counter() - t0:.1f} s to draw); "
-          f"planted embedding's accuracy (ceiling) {triplet_accuracy(truth, triplets, 'odd-one-out'):.4f}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"planted embedding's accuracy (ceiling) {triplet_accuracy(truth, triplets, 'odd-one-out'):.4f}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     steps_per_epoch = args.triplets // args.batch
     if args.epochs > 0:
         for r in [int(x) for x in args.repeats.split(",") if x]:
-            model, seconds, cpu, steps, last = fit_teachers(triplets, args.items, args.dim, r, args.epochs, args.batch, args.tau, args.lr, args.l1, args.seed, args.optimizer, args.shared_order)
+            model, seconds, cpu, steps, last = fit_teachers(triplets, args.items, args.dim, r, args.epochs,
+                                                            args.batch, args.tau, args.lr, args.l1, args.seed, args.optimizer, args.shared_order)
             with torch.no_grad():
                 emb = model()
             per_rep = triplet_accuracy(emb, triplets, "odd-one-out", reduce="none")

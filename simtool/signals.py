@@ -36,7 +36,7 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._handler)
         return self

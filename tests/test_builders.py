@@ -573,7 +573,8 @@ def test_triplets_on_real_files_when_present(tmp_path):
 def test_rooms_format(tmp_path):
     (tmp_path / "names.txt").write_text("0,cup\n1,pan\n2,car\n3,tyre\n4,bed\n5,lamp\n6,pillow\n7,fork\n")
     (tmp_path / "t.csv").write_text("category,room\ncup,kitchen\n1,kitchen\nfork,kitchen\n2,garage\n3,garage\n4,bedroom\n5,bedroom\n6,Uncertain\n")
-    result = cli("build-data", "--format", "rooms", tmp_path / "t.csv", "--out", tmp_path / "r", "--random", "3", "--categories", tmp_path / "names.txt", "--seed", "2")
+    result = cli("build-data", "--format", "rooms", tmp_path / "t.csv", "--out", tmp_path / "r", "--random", "3",
+                 "--categories", tmp_path / "names.txt", "--seed", "2")
     assert result.exit_code == 0, result.output
     bal = json.loads((tmp_path / "r" / "room_assignment_balanced.json").read_text())
     assert bal == {"kitchen": [0, 1], "garage": [2, 3], "bedroom": [4, 5], "Uncertain": [6, 7]}

@@ -15,7 +15,8 @@ from tests.conftest import TINY_TRAIN, cli, sets
 
 
 def _results(path, run, preset, seed, values, epochs=30, dataset="sha256:aaaa", condition="rooms=semantic"):
-    spec = {"method": "time_ssl", "preset": preset, "seed": seed, "device": "cpu", "loop": {"epochs": epochs, "log_every": 5}, "data": {"path": f"/somewhere/{seed}"}}
+    spec = {"method": "time_ssl", "preset": preset, "seed": seed, "device": "cpu",
+            "loop": {"epochs": epochs, "log_every": 5}, "data": {"path": f"/somewhere/{seed}"}}
     recs = []
     for layer, by_level in values.items():
         for level, v in by_level.items():

@@ -122,7 +122,8 @@ def test_teacher_file_failures(tmp_path, world, monkeypatch):
     fails(*base, "--out", tmp_path / "f", "--set", f"data.teacher={tmp_path / 'missing.safetensors'}", text="does not exist")
     fails(*base, "--out", tmp_path / "g", "--set", f"data.teacher={emb}", "--set", "loop.batch_size=500", text="more than the")
     fails("train", "--preset", "zappos_se_rkd", "--data", data, "--set", "loss.name=ste", "--dry-run", text="is a labelled loss")
-    fails("train", "--preset", "things_se_rkd", "--data", data, "--out", tmp_path / "h", "--device", "cpu", "--set", f"data.teacher={emb}", "--set", "loop.batch_size=8",
+    fails("train", "--preset", "things_se_rkd", "--data", data, "--out", tmp_path / "h", "--device", "cpu",
+          "--set", f"data.teacher={emb}", "--set", "loop.batch_size=8",
           text="Could not download pretrained weights")
     assert not any((tmp_path / x).exists() for x in "abcdefgh"), "a failed start leaves no run directory"
 
@@ -227,4 +228,5 @@ def test_best_checkpoint_in_the_engine(tmp_path):
     from simtool.errors import UserError
 
     with pytest.raises(UserError, match="loop.eval_every=0 runs none"):
-        fit(S(device="cpu", loop=LoopSpec(epochs=1, batch_size=2, eval_every=0), checkpoint=CheckpointSpec(best="val/score")), RunDir(tmp_path / "x"), make, console=quiet)
+        fit(S(device="cpu", loop=LoopSpec(epochs=1, batch_size=2, eval_every=0), checkpoint=CheckpointSpec(best="val/score")),
+            RunDir(tmp_path / "x"), make, console=quiet)

@@ -161,7 +161,8 @@ def one_of_each():
                                                                                     "loop": {"epochs": 2, "batch_size": 4}}})(BlobsMethod)
     register_evaluator("test_norms", NormsOptions, roles={"dim": "count"})(Norms)
     yield
-    for registry, name in ((BUILDERS, "test_blobs"), (MODELS, "test_blob_net"), (LOSSES, "test_pull"), (METHODS, "test_blobs_method"), (EVALUATORS, "test_norms")):
+    for registry, name in ((BUILDERS, "test_blobs"), (MODELS, "test_blob_net"), (LOSSES, "test_pull"),
+                           (METHODS, "test_blobs_method"), (EVALUATORS, "test_norms")):
         registry.unregister(name)
 
 

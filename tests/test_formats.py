@@ -151,7 +151,8 @@ def _emb(n=6, r=2, d=3, prefix="i") -> Embeddings:
     rows = pa.table({"id": [f"{prefix}{k}" for k in range(n)], "split": ["test"] * n, "category": list(range(n)), "object": [f"o{k}" for k in range(n)],
                      "room:semantic": [k % 2 for k in range(n)]})
     tensors = {"m/layer": torch.randn(n, r, d)}
-    return Embeddings(rows=rows, models=[{"name": "m", "layers": ["layer"]}], tensors=tensors, dataset={"fingerprint": "sha256:x"}, info={"rooms": {"semantic": ["a", "b"]}})
+    return Embeddings(rows=rows, models=[{"name": "m", "layers": ["layer"]}], tensors=tensors,
+                      dataset={"fingerprint": "sha256:x"}, info={"rooms": {"semantic": ["a", "b"]}})
 
 
 def test_embeddings_round_trip_and_damage(tmp_path):

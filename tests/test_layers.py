@@ -151,7 +151,8 @@ def test_evaluating_every_kind_of_target_and_exporting_load_no_training_code(tmp
         ["save-embeddings", str(tiny_run), "--out", str(emb), "--device", "cpu"],
         ["evaluate", str(tiny_run), "--type", "odd-one-out", "--repeats", "1", "--device", "cpu", "--out", str(tmp_path / "a.json")],
         ["evaluate", str(emb), "--type", "odd-one-out", "--repeats", "1", "--out", str(tmp_path / "b.json")],
-        ["evaluate", str(emb), "--type", "classes", "--set", "column=category", "--set", "clustering=false", "--device", "cpu", "--out", str(tmp_path / "c.json")],
+        ["evaluate", str(emb), "--type", "classes", "--set", "column=category", "--set", "clustering=false",
+         "--device", "cpu", "--out", str(tmp_path / "c.json")],
         ["evaluate", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "labels.csv"), "--type", "classes", "--out", str(tmp_path / "d.json")],
         ["evaluate", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "trip.csv"), "--type", "triplets", "--out", str(tmp_path / "e.json")],
     ]

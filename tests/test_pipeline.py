@@ -26,7 +26,8 @@ def test_embeddings_evaluate_without_dataset_or_training_code(tmp_path, tiny_wor
     assert e.models[0]["preset"] == "normal" and e.models[0]["spec_hash"] and e.dataset["fingerprint"].startswith("sha256:")
     assert e.tensor(e.models[0]["name"], "time.out").shape[1] == 1, "(N, R, D) with R = 1"
     shutil.rmtree(data)
-    cmd = [sys.executable, "-X", "importtime", "-m", "simtool", "evaluate", str(emb), "--type", "odd-one-out", "--repeats", "2", "--out", str(tmp_path / "r.json")]
+    cmd = [sys.executable, "-X", "importtime", "-m", "simtool", "evaluate", str(emb),
+           "--type", "odd-one-out", "--repeats", "2", "--out", str(tmp_path / "r.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}

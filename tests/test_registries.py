@@ -79,7 +79,8 @@ class TinyMethod(Method):
 
 @pytest.fixture
 def tiny_method():
-    register_method("test_tiny", TinySpec, presets={"test_tiny_default": {"description": "a method defined in a test", "loop": {"epochs": 3, "batch_size": 8}}})(TinyMethod)
+    register_method("test_tiny", TinySpec,
+                    presets={"test_tiny_default": {"description": "a method defined in a test", "loop": {"epochs": 3, "batch_size": 8}}})(TinyMethod)
     yield
     unregister_method("test_tiny")
 
@@ -91,7 +92,8 @@ def test_a_method_registered_in_one_place_trains_through_the_cli(tmp_path, tiny_
     assert dry.exit_code == 0 and "method: test_tiny" in dry.output and "width: 4" in dry.output
     bad = cli("train", "--preset", "test_tiny_default", "--data", tiny_world, "--set", "stream.p_change_room=0.2")
     assert bad.exit_code == 2 and "Unknown key 'stream'" in bad.output, "another method's keys are not this method's"
-    result = cli("train", "--preset", "test_tiny_default", "--data", tiny_world, "--out", tmp_path / "run", "--device", "cpu", "--set", "optim.name=sgd", "--set", "optim.lr=0.1", "--set", "loop.log_every=1")
+    result = cli("train", "--preset", "test_tiny_default", "--data", tiny_world, "--out", tmp_path / "run", "--device", "cpu",
+                 "--set", "optim.name=sgd", "--set", "optim.lr=0.1", "--set", "loop.log_every=1")
     assert result.exit_code == 0, result.output
     run = RunDir(tmp_path / "run")
     assert run.state() == "finished" and run.read_spec()["method"] == "test_tiny"

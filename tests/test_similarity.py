@@ -14,9 +14,9 @@ def ref_cka(x: np.ndarray, y: np.ndarray) -> float:
     """HSIC form in sample space: tr(K H L H) / sqrt(tr(K H K H) tr(L H L H)), K = X X^T, L = Y Y^T."""
     n = len(x)
     h = np.eye(n) - np.ones((n, n)) / n
-    k, l = x @ x.T, y @ y.T
+    k, m = x @ x.T, y @ y.T
     hsic = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
-    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+    return hsic(k, m) / np.sqrt(hsic(k, k) * hsic(m, m))
 
 
 def test_triangle_is_scipy_cosine_pdist():

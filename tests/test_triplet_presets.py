@@ -42,7 +42,8 @@ STUDENT_LOSS = {
     "rt": ("relaxed_triplet", {"weights": "triplets", "margin": 0.5, "margin2": 0.0, "tau": 0.25}),
     "stmr": ("stmr", {"tau": 5.0, "beta": 0.5}),
 }
-RESNET = {"model.backbone": "resnet50.tv_in1k", "model.pretrained": True, "model.dim": 128, "model.frozen": "bn", "model.nonlinear_layers": 0, "model.head": "linear"}
+RESNET = {"model.backbone": "resnet50.tv_in1k", "model.pretrained": True, "model.dim": 128,
+          "model.frozen": "bn", "model.nonlinear_layers": 0, "model.head": "linear"}
 VITB = {"model.backbone": "vit_base_patch16_224.augreg_in21k_ft_in1k", "model.pretrained": True, "model.dim": 128, "model.frozen": "none",
         "model.nonlinear_layers": 0, "model.head": "linear", "augment.jitter": 1.0}
 VITS = {"model.backbone": "vit_small_patch16_224.augreg_in21k_ft_in1k", "model.pretrained": True, "model.dim": 384, "model.frozen": "none",

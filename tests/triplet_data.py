@@ -53,7 +53,8 @@ def build(root: Path, n_items: int = 40, n_triplets: int = 3000, kind: str = "od
     root.mkdir(parents=True, exist_ok=True)
     truth = planted(n_items, dim, seed)
     write_triplets(root / "t.txt", truth, n_triplets, kind, seed)
-    args = ["build-data", "--format", "triplets", "--triplets", root / "t.txt", "--kind", kind, "--split", split, "--split-by", split_by, "--out", root / "data"]
+    args = ["build-data", "--format", "triplets", "--triplets", root / "t.txt", "--kind", kind,
+            "--split", split, "--split-by", split_by, "--out", root / "data"]
     if images:
         write_images(root / "images", truth)
         args += ["--images", root / "images"]

@@ -54,10 +54,10 @@ def handle_errors(fn):
             if STATE["debug"]:
                 traceback.print_exc()
             console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code)
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[yellow]Interrupted.[/]")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -179,10 +179,12 @@ def _registry_help(command) -> None:
 @handle_errors
 def build_data(
     format: Optional[str] = typer.Option(None, "--format", help="The dataset format (simtool build-data --help lists them)."),
-    source: Optional[Path] = typer.Argument(None, metavar="SRC", help="Raw data to read: a folder, a preset's download, or the room table (not used by toyworld)."),
+    source: Optional[Path] = typer.Argument(None, metavar="SRC", help="Raw data to read: a folder, a preset's download, "
+                                                                      "or the room table (not used by toyworld)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Dataset directory to create."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for splits and random rooms (default 0)."),
-    max_side: Optional[int] = typer.Option(None, "--max-side", help="Resize so the longer side is at most N and re-encode (default 320); 0 keeps the original bytes."),
+    max_side: Optional[int] = typer.Option(None, "--max-side", help="Resize so the longer side is at most N and re-encode (default 320); "
+                                                                    "0 keeps the original bytes."),
     quality: Optional[int] = typer.Option(None, "--quality", help="JPEG quality of re-encoded images (default 90)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default 0 = one per CPU core)."),
     split: Optional[str] = typer.Option(None, "--split", help="Split fractions, e.g. 0.9,0.1 or 0.8,0.1,0.1 (mvimgnet: or 'original')."),
@@ -191,7 +193,8 @@ def build_data(
     rooms: Optional[Path] = typer.Option(None, "--rooms", help="mvimgnet, icdl: room assignment JSON (room -> category ids) to attach."),
     categories: Optional[Path] = typer.Option(None, "--categories", help="Category names file (id,name lines); default SRC/mvimgnet_category.txt."),
     preset: Optional[str] = typer.Option(None, "--preset", help="triplets: a named collection read from SRC: things | yummly | ihsj."),
-    triplets: Optional[List[Path]] = typer.Option(None, "--triplets", metavar="<file>", help="triplets: triplet file (repeatable; ihsj: psiz observations HDF5)."),
+    triplets: Optional[List[Path]] = typer.Option(None, "--triplets", metavar="<file>",
+                                                  help="triplets: triplet file (repeatable; ihsj: psiz observations HDF5)."),
     kind: Optional[str] = typer.Option(None, "--kind", help="triplets: odd-one-out | directed."),
     images: Optional[Path] = typer.Option(None, "--images", help="triplets: folder of item images (file stem = item id)."),
     items: Optional[Path] = typer.Option(None, "--items", help="triplets: items file with a header row, one row per item in order."),
@@ -213,7 +216,8 @@ def build_data(
         n = n or max(1, min(16, os.cpu_count() or 1))
         with _BuildProgress() as bar:
             summary, problems = verify_dataset(verify, workers=n, progress=lambda d, t: bar(d, t, "verifying images"))
-        what = f"{summary['kind']} dataset, {summary['rows']} rows, {summary['images']} images" + (f", {summary['triplets']} triplets" if "triplets" in summary else "")
+        what = (f"{summary['kind']} dataset, {summary['rows']} rows, {summary['images']} images"
+                + (f", {summary['triplets']} triplets" if "triplets" in summary else ""))
         if problems:
             for p in problems:
                 console.print(f"[red]Problem:[/] {escape(p)}", soft_wrap=True, highlight=False)
@@ -263,10 +267,12 @@ def train(
     set_: Optional[List[str]] = SetOpt,
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", help="Repetitions trained side by side in one run (teacher presets: R teachers with different seeds)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Repetitions trained side by side in one run "
+                                                                  "(teacher presets: R teachers with different seeds)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and profiles, and exit."),
-    filter_: Optional[str] = typer.Option(None, "--filter", help="With --list-presets: only presets whose name or description contains this text (e.g. things, toy_, stmr)."),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="With --list-presets: only presets whose name or description contains this text "
+                                                                 "(e.g. things, toy_, stmr)."),
     dry_run: bool = DryRunOpt,
 ):
     """Train a model from a preset (see --list-presets).
@@ -301,7 +307,8 @@ def train(
     try:
         if resume is not None:
             if any(v is not None for v in (data, out, config, seed, profile, repeats)) or set_:
-                raise UserError("--resume continues a run with its saved spec; drop --data/--out/--profile/--config/--set/--seed/--repeats (only --device may change).")
+                raise UserError("--resume continues a run with its saved spec; "
+                                "drop --data/--out/--profile/--config/--set/--seed/--repeats (only --device may change).")
             if dry_run:
                 _dry_run(stage.load_run_spec(resume))
             try:
@@ -315,7 +322,8 @@ def train(
 
                 method = str(load_preset(preset).get("method"))
                 if "repeats" not in get_method(method).spec.model_fields:
-                    raise UserError(f"--repeats trains several repetitions in one run, which method {method!r} (preset {preset}) does not do; train one run per seed with --seed instead.")
+                    raise UserError(f"--repeats trains several repetitions in one run, which method {method!r} (preset {preset}) does not do; "
+                                    "train one run per seed with --seed instead.")
                 set_ = [*(set_ or []), f"repeats={repeats}"]
             spec = resolve_train_spec(preset, str(config) if config else None, set_, str(data) if data else None, seed, device, profile)
             if dry_run:
@@ -326,7 +334,7 @@ def train(
             run_dir, summary = stage.train(spec, str(out) if out else None, console=console)
     except TrainingInterrupted as exc:
         console.print(f"[yellow]{escape(str(exc))}[/]", soft_wrap=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     console.print(f"[green]Done.[/] Run directory: {escape(str(run_dir))}  ({summary['steps']} steps, final loss {summary['final_loss']:.4f})")
     out_console.print(str(run_dir))
 
@@ -367,11 +375,13 @@ def evaluate(
     target: Path = typer.Argument(..., metavar="TARGET", help="A run directory, an embeddings .safetensors file, or a .npy/.npz array (with --labels)."),
     type: str = typer.Option(..., "--type", help="The evaluation (simtool evaluate --help lists them)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the results JSON here."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels of a .npy/.npz target: CSV or parquet, one row per embedding, columns named after levels."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels of a .npy/.npz target: "
+                                                                 "CSV or parquet, one row per embedding, columns named after levels."),
     data: Optional[Path] = typer.Option(None, "--data", help="A run target's dataset directory, if it moved since training."),
     rooms: Optional[str] = typer.Option(None, "--rooms", help="odd-one-out: semantic | random | a room JSON file (default: the training rooms)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="odd-one-out: triplets drawn per anchor and level (10)."),
-    exclude_same_object: bool = typer.Option(False, "--exclude-same-object", help="odd-one-out: context/category 'same' items never from the anchor's own object."),
+    exclude_same_object: bool = typer.Option(False, "--exclude-same-object",
+                                             help="odd-one-out: context/category 'same' items never from the anchor's own object."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the evaluation's random draws (0)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Evaluator option: --set key=value (repeatable)."),
     split: str = typer.Option("test", "--split"),
@@ -406,11 +416,14 @@ def evaluate(
 @app.command()
 @handle_errors
 def compare(
-    targets: List[Path] = typer.Argument(..., metavar="TARGET", help="Results JSON files, run directories, directories of runs, or embeddings .safetensors files."),
+    targets: List[Path] = typer.Argument(..., metavar="TARGET",
+                                         help="Results JSON files, run directories, directories of runs, or embeddings .safetensors files."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for comparison.md/.csv/.json and the PNG figures."),
-    layer: Optional[List[str]] = typer.Option(None, "--layer", help="Compare at one layer (e.g. time.out); NAME=LAYER gives one group its own layer (repeatable)."),
+    layer: Optional[List[str]] = typer.Option(None, "--layer", help="Compare at one layer (e.g. time.out); "
+                                                                    "NAME=LAYER gives one group its own layer (repeatable)."),
     name: Optional[List[str]] = typer.Option(None, "--name", help="Group name of each target, in order (repeat once per target)."),
-    reference: Optional[str] = typer.Option(None, "--reference", help="Show every group's paired difference to this group (e.g. simclr), with bootstrap 95 % intervals."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Show every group's paired difference to this group (e.g. simclr), "
+                                                                      "with bootstrap 95 % intervals."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples of the paired differences (1000; 0 = none)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the bootstrap and of the RSA/CKA subsample (0)."),
     max_items: Optional[int] = typer.Option(None, "--max-items", help="Most items for RSA and CKA between embeddings files (2000)."),

@@ -34,7 +34,7 @@ NAME_KEYS = {"preset", "method"}  # what a run is called, not a setting
 SAMPLE_KEY = "_sample"  # a collected record's per-unit values (encoded), never written out
 
 
-def is_score(g: "Group") -> bool:
+def is_score(g: Group) -> bool:
     """Scores get differences, bars and layer curves; statistics and counts are only tabled."""
     return g.role == "score"
 

@@ -58,7 +58,8 @@ def _layer_for(label: str, layer: str | None, layer_of: dict[str, str]) -> str |
     return layer_of.get(label, layer_of.get(base_name(label), layer))
 
 
-def collect_members(targets: list[str], names: list[str] | None, layer: str | None, layer_of: dict[str, str] | None = None) -> tuple[list[Member], list[str], str | None]:
+def collect_members(targets: list[str], names: list[str] | None, layer: str | None,
+                    layer_of: dict[str, str] | None = None) -> tuple[list[Member], list[str], str | None]:
     """Members of the embeddings files ``targets`` at their layer; (members, warnings, layer used)."""
     layer_of = layer_of or {}
     warnings: list[str] = []

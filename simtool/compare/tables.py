@@ -82,7 +82,7 @@ def tables(agg: Aggregated, layer: str | None, layer_of: dict[str, str] | None =
                 leveled = {m for m, lv in scores if lv is not None}
                 one_metric = len({m for m, _ in scores}) == 1
 
-                def head(m, lv):
+                def head(m, lv, one_metric=one_metric):
                     return m if lv is None else (lv if one_metric else f"{m} {lv}")
 
                 header = ["model"]

@@ -24,7 +24,8 @@ def fallback_crop(width: float, height: float, ratio: tuple[float, float]) -> tu
     return float(width), float(height)
 
 
-def sample_crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float], rng: np.random.Generator) -> tuple[float, float, float, float]:
+def sample_crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
+                    rng: np.random.Generator) -> tuple[float, float, float, float]:
     """A RandomResizedCrop box ``(x0, y0, w, h)`` in relative coordinates ([0, 1]) of a frame.
 
     The rule of torchvision's ``RandomResizedCrop.get_params``: area fraction ~ U(scale), log aspect

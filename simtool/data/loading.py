@@ -38,7 +38,7 @@ class LoadedBatch:
     images: tuple
     error: str | None = None  # a decoding problem met in a worker, raised in the main process
 
-    def pin_memory(self) -> "LoadedBatch":
+    def pin_memory(self) -> LoadedBatch:
         """Called by the DataLoader when ``pin_memory=True`` (CUDA), so host→device copies overlap."""
         return LoadedBatch(self.step, tuple(x.pin_memory() if isinstance(x, torch.Tensor) else x for x in self.images), self.error)
 

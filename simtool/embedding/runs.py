@@ -107,7 +107,8 @@ def rows_table(ds: Dataset, rows: np.ndarray) -> tuple[pa.Table, dict]:
 
 
 @torch.no_grad()
-def embed_rows(loaded: LoadedRun, ds: Dataset, rows: np.ndarray, layers: list[str] | None, device: torch.device, batch_size: int = 256) -> dict[str, torch.Tensor]:
+def embed_rows(loaded: LoadedRun, ds: Dataset, rows: np.ndarray, layers: list[str] | None,
+               device: torch.device, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Embed dataset ``rows`` with the run's evaluation transform → layer → float32 (N, 1, D) on the CPU."""
     available = list(loaded.card.get("layers", []))
     layers = list(layers or available)
@@ -118,7 +119,8 @@ def embed_rows(loaded: LoadedRun, ds: Dataset, rows: np.ndarray, layers: list[st
     if loaded.is_index_model:  # teachers: item indices in, (N, R, D) out
         n_items = int((loaded.card.get("input") or {}).get("n_items", len(ds)))
         if not isinstance(ds, TripletsDataset) or n_items != len(ds):
-            raise UserError(f"{loaded.name} embeds the {n_items} items of the triplets dataset it was trained on, and {ds.root} is not it; pass that dataset with --data.")
+            raise UserError(f"{loaded.name} embeds the {n_items} items of the triplets dataset it was trained on, "
+                            f"and {ds.root} is not it; pass that dataset with --data.")
         out = model.embed(torch.as_tensor(np.asarray(rows, dtype=np.int64), device=device), tuple(layers))
         return {layer: out[layer].float().cpu().contiguous() for layer in layers}
     spec_in = loaded.card.get("input", {})
@@ -179,7 +181,8 @@ def _ensemble_provenance(parts: list[tuple[LoadedRun, int]], name: str, layers: 
     return first
 
 
-def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, device_name: str, batch_size: int, data: str | None = None, console: Console | None = None) -> Embeddings:
+def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, device_name: str, batch_size: int,
+               data: str | None = None, console: Console | None = None) -> Embeddings:
     """Embed ``split`` of the dataset of ``runs`` (which must share one dataset, by content)."""
     device = resolve_device(device_name)
     tensors: dict[str, torch.Tensor] = {}
@@ -203,13 +206,15 @@ def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, dev
                 with_image = "" if loaded.is_index_model or not isinstance(ds, TripletsDataset) else " with an image"
                 raise UserError(f"The dataset {ds.root} has no {split!r} rows{with_image}; choose another --split.")
         elif fp and fp != ds.fingerprint:
-            raise UserError(f"{run_path} was trained on another dataset than the first run ({fp[:19]} vs {ds.fingerprint[:19]}); save embeddings of one dataset per file.")
+            raise UserError(f"{run_path} was trained on another dataset than the first run ({fp[:19]} vs {ds.fingerprint[:19]}); "
+                            "save embeddings of one dataset per file.")
         embs = embed_rows(loaded, ds, rows, layers, device)
         if loaded.is_index_model:  # teachers: one ensemble, repetitions stacked along R
             for layer, t in embs.items():
                 key = layer
                 if key in tensors and tensors[key].shape[2] != t.shape[2]:
-                    raise UserError(f"The teacher runs have different dimensions ({tensors[key].shape[2]} and {t.shape[2]} in {loaded.name}); export teachers of one dimension together.")
+                    raise UserError(f"The teacher runs have different dimensions ({tensors[key].shape[2]} and {t.shape[2]} in {loaded.name}); "
+                                    "export teachers of one dimension together.")
                 tensors[key] = torch.cat([tensors[key], t], 1) if key in tensors else t
             ensemble.append((loaded, next(iter(embs.values())).shape[1] if embs else 0))
             continue

@@ -138,13 +138,15 @@ def _configure(spec, dist: DistInfo):
     precision = resolve_precision(spec.precision, device)
     per_device, rest = divmod(spec.loop.batch_size, dist.world_size)
     if rest or per_device < 1:
-        raise UserError(f"loop.batch_size={spec.loop.batch_size} is the global batch and must divide evenly over {dist.world_size} processes; choose a multiple of {dist.world_size}.")
+        raise UserError(f"loop.batch_size={spec.loop.batch_size} is the global batch and must divide evenly over {dist.world_size} processes; "
+                        f"choose a multiple of {dist.world_size}.")
     if spec.loop.batch_size_per_device not in (None, per_device):
         raise UserError(f"This run was made with {spec.loop.batch_size // spec.loop.batch_size_per_device} processes "
                         f"(batch {spec.loop.batch_size_per_device} per device); run it with that many (or leave loop.batch_size_per_device unset).")
     spec.loop.batch_size_per_device = per_device
     if spec.checkpoint.best and not spec.loop.eval_every:
-        raise UserError(f"checkpoint.best={spec.checkpoint.best} keeps the best validation pass, but loop.eval_every=0 runs none; set loop.eval_every to 1 or more, or unset checkpoint.best.")
+        raise UserError(f"checkpoint.best={spec.checkpoint.best} keeps the best validation pass, but loop.eval_every=0 runs none; "
+                        "set loop.eval_every to 1 or more, or unset checkpoint.best.")
     return spec, device, precision
 
 
@@ -288,7 +290,8 @@ class _Loop:
         total_steps = self.steps_per_epoch * spec.loop.epochs
         progress = _progress(self.console, self.dist, self.unit)
         with self.stop, progress:
-            task = progress.add_task("train", total=total_steps, completed=pos.global_step, epoch=f"{pos.epoch + 1}/{spec.loop.epochs}", loss=float("nan"), ips=0.0)
+            task = progress.add_task("train", total=total_steps, completed=pos.global_step,
+                                     epoch=f"{pos.epoch + 1}/{spec.loop.epochs}", loss=float("nan"), ips=0.0)
             while pos.epoch < spec.loop.epochs:
                 self.model.train()
                 if self.run_epoch(progress, task):

@@ -73,7 +73,8 @@ def class_column(emb, column: str | None) -> str:
     for name in ("class", "category"):
         if emb.has(name):
             return name
-    raise UserError(f"Class retrieval needs a 'class' label for every embedding; the labels have: {', '.join(emb.rows.column_names)} (pass --set column=NAME to use another).")
+    raise UserError("Class retrieval needs a 'class' label for every embedding; "
+                    f"the labels have: {', '.join(emb.rows.column_names)} (pass --set column=NAME to use another).")
 
 
 @register_evaluator("classes", ClassesOptions)

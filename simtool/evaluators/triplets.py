@@ -45,8 +45,10 @@ KINDS = TRIPLET_KINDS
 class TripletsOptions(Spec):
     type: Literal["triplets"] = "triplets"
     distance: Literal["euclidean", "cosine"] = Field("euclidean", description="distance of one repetition's embeddings")
-    ensemble: Literal["similarity", "distance"] = Field("similarity", description="R repetitions together by their mean cosine similarity or mean Euclidean distance")
-    triplet_split: Optional[Literal["train", "val", "test", "all"]] = Field(None, description="triplets of this split (default: the embeddings' split; test when they hold all)")
+    ensemble: Literal["similarity", "distance"] = Field("similarity", description="R repetitions together by their mean cosine similarity "
+                                                                                  "or mean Euclidean distance")
+    triplet_split: Optional[Literal["train", "val", "test", "all"]] = Field(None, description="triplets of this split (default: the embeddings' split; "
+                                                                                              "test when they hold all)")
     kind: Optional[Literal["directed", "odd-one-out"]] = Field(None, description="kind of every triplet of a --labels file without a kind column")
 
 
@@ -66,13 +68,15 @@ def read_triplet_labels(path: str | Path, n: int, kind: str | None):
     cols = {c.lower(): c for c in table.column_names}
     missing = [c for c in ("a", "b", "c") if c not in cols]
     if missing:
-        raise UserError(f"The triplets file {path} lacks the column(s) {', '.join(missing)}; it needs a, b, c (0-based row numbers of the array) and kind (it has: {', '.join(table.column_names)}).")
+        raise UserError(f"The triplets file {path} lacks the column(s) {', '.join(missing)}; "
+                        f"it needs a, b, c (0-based row numbers of the array) and kind (it has: {', '.join(table.column_names)}).")
     try:
         index = np.stack([np.asarray(table.column(cols[c]).to_numpy(zero_copy_only=False), dtype=np.int64) for c in ("a", "b", "c")], 1)
     except (ValueError, TypeError):
         raise UserError(f"The columns a, b, c of {path} must hold integer row numbers.") from None
     if len(index) and (index.min() < 0 or index.max() >= n):
-        raise UserError(f"The triplets file {path} names row {int(index.max()) if index.max() >= n else int(index.min())}, outside the array's rows 0..{n - 1}.")
+        raise UserError(f"The triplets file {path} names row {int(index.max()) if index.max() >= n else int(index.min())}, "
+                        f"outside the array's rows 0..{n - 1}.")
     if "kind" in cols:
         kinds = table.column(cols["kind"]).to_numpy(zero_copy_only=False).astype(str)
         bad = sorted(set(kinds.tolist()) - set(KINDS))
@@ -98,7 +102,8 @@ def read_triplet_array(path, labels, options):
     layers = [k.split("/", 1)[1] for k in tensors]
     triplets = read_triplet_labels(labels, n, options.kind)
     rows = pa.table({"id": pa.array([str(i) for i in range(n)]), "split": pa.array(["test"] * n)})
-    model = {"name": path.stem, "run": str(path), "method": None, "preset": None, "seed": None, "spec": {}, "layers": list(layers), "finished": True, "context": {}}
+    model = {"name": path.stem, "run": str(path), "method": None, "preset": None, "seed": None,
+             "spec": {}, "layers": list(layers), "finished": True, "context": {}}
     return Embeddings(rows=rows, models=[model], tensors=tensors, dataset={"name": Path(labels).stem, "fingerprint": "", "kind": "labels"},
                       split="all", info={}, path=path, triplets=triplets)
 
@@ -115,14 +120,17 @@ class TripletsEvaluator(Evaluator):
     def evaluate(self, emb, options, layers=None) -> list[dict]:
         trip = getattr(emb, "triplets", None)
         if trip is None:
-            raise UserError("These embeddings carry no labelled triplets: export a triplets dataset with simtool save-embeddings, or pass a plain array with --labels FILE (columns a, b, c, kind).")
+            raise UserError("These embeddings carry no labelled triplets: export a triplets dataset with simtool save-embeddings, "
+                            "or pass a plain array with --labels FILE (columns a, b, c, kind).")
         which = _split(options, emb)
         if which != "all":
             trip = trip.select(trip.split == which)
         if len(trip) == 0:
             have = ", ".join(sorted(set(emb.triplets.split.tolist()))) or "none"
-            raise UserError(f"These embeddings carry no {which!r} triplets (they carry: {have}); pass --set triplet_split=... or export the split that holds them.")
-        condition = f"triplets={which}" + (f" ensemble={options.ensemble}" if options.ensemble != "similarity" else "") + (" cosine" if options.distance == "cosine" else "")
+            raise UserError(f"These embeddings carry no {which!r} triplets (they carry: {have}); "
+                            "pass --set triplet_split=... or export the split that holds them.")
+        condition = (f"triplets={which}" + (f" ensemble={options.ensemble}" if options.ensemble != "similarity" else "")
+                     + (" cosine" if options.distance == "cosine" else ""))
         records = []
         for model in emb.models:
             reps = model.get("repetitions") or []

@@ -74,7 +74,8 @@ def _decode_triplets(tensors: dict, meta: dict, n_rows: int) -> Triplets | None:
     index = tensors.pop(TRIPLETS_PREFIX + "index").numpy().astype(np.int64)
     kind = np.asarray(info["kinds"])[tensors.pop(TRIPLETS_PREFIX + "kind").numpy().astype(np.int64)]
     split = np.asarray(info["splits"])[tensors.pop(TRIPLETS_PREFIX + "split").numpy().astype(np.int64)]
-    if index.ndim != 2 or index.shape[1] != 3 or len(kind) != len(index) or len(split) != len(index) or (len(index) and (index.min() < 0 or index.max() >= n_rows)):
+    if (index.ndim != 2 or index.shape[1] != 3 or len(kind) != len(index) or len(split) != len(index)
+            or (len(index) and (index.min() < 0 or index.max() >= n_rows))):
         raise ValueError("malformed triplets")
     return Triplets(index, kind.astype(str), split.astype(str))
 
@@ -200,7 +201,8 @@ def read_embeddings(path: str | Path) -> Embeddings:
     if meta.get("kind") != KIND:
         raise UserError(f"{path} is not a simtool embeddings file; write one with simtool save-embeddings.")
     if meta.get("format_version") != str(FORMAT_VERSION):
-        raise UserError(f"{path} is an embeddings file of format version {meta.get('format_version', 1)}; this simtool reads version {FORMAT_VERSION}: {again}.")
+        raise UserError(f"{path} is an embeddings file of format version {meta.get('format_version', 1)}; "
+                        f"this simtool reads version {FORMAT_VERSION}: {again}.")
     rp = rows_path(path)
     if not rp.is_file():
         raise UserError(f"The rows file {rp} of {path} is missing; copy it along with the embeddings or {again}.")
@@ -220,7 +222,8 @@ def read_embeddings(path: str | Path) -> Embeddings:
     for key, t in tensors.items():
         if t.dim() != 3 or t.shape[0] != n or table.num_rows != n:
             raise UserError(f"{path} is damaged ({key} has shape {tuple(t.shape)} for {table.num_rows} rows); {again}.")
-    return Embeddings(rows=table.replace_schema_metadata(None), models=models, tensors=tensors, dataset=dataset, split=meta.get("split", "test"), info=info, path=path,
+    return Embeddings(rows=table.replace_schema_metadata(None), models=models, tensors=tensors, dataset=dataset,
+                      split=meta.get("split", "test"), info=info, path=path,
                       triplets=triplets)
 
 
@@ -294,7 +297,8 @@ def load_arrays(path: str | Path, labels: str | Path | None, labels_hint: str, r
         if arr.ndim not in ndims or not np.issubdtype(arr.dtype, np.number):
             raise UserError(f"{path} ({layer}) has shape {arr.shape} and dtype {arr.dtype}; it must be a numeric {shape} array.")
         if n is not None and arr.shape[0] != n:
-            raise UserError(f"The arrays in {path} have different numbers of rows ({n} and {arr.shape[0]}); use one {shape} array per layer with the same rows.")
+            raise UserError(f"The arrays in {path} have different numbers of rows ({n} and {arr.shape[0]}); "
+                            f"use one {shape} array per layer with the same rows.")
         n = arr.shape[0]
         if not np.isfinite(arr).all():
             raise UserError(f"{path} ({layer}) holds NaN or infinite values; clean the embeddings first.")
@@ -310,5 +314,7 @@ def read_array(path: str | Path, labels: str | Path | None) -> Embeddings:
     layers = [k.split("/", 1)[1] for k in tensors]
     name = path.stem
     rows = read_labels(labels, n)
-    model = {"name": name, "run": str(path), "method": None, "preset": None, "seed": None, "spec": {}, "layers": layers, "finished": True, "context": {"rooms": "labels"}}
-    return Embeddings(rows=rows, models=[model], tensors=tensors, dataset={"name": Path(labels).stem, "fingerprint": "", "kind": "labels"}, split="test", info={}, path=path)
+    model = {"name": name, "run": str(path), "method": None, "preset": None, "seed": None,
+             "spec": {}, "layers": layers, "finished": True, "context": {"rooms": "labels"}}
+    return Embeddings(rows=rows, models=[model], tensors=tensors,
+                      dataset={"name": Path(labels).stem, "fingerprint": "", "kind": "labels"}, split="test", info={}, path=path)

@@ -181,7 +181,8 @@ def read_results(path: str | Path) -> dict:
     if not isinstance(doc, dict) or doc.get("kind") != KIND:
         raise UserError(f"{path} is not a simtool results file; pass files written by simtool evaluate.")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} is a results file of format version {doc.get('format_version', 1)}; this simtool reads version {FORMAT_VERSION}: evaluate again to rewrite it.")
+        raise UserError(f"{path} is a results file of format version {doc.get('format_version', 1)}; "
+                        f"this simtool reads version {FORMAT_VERSION}: evaluate again to rewrite it.")
     records = doc.get("records")
     if not isinstance(records, list) or any(not isinstance(r, dict) or "value" not in r for r in records):
         raise UserError(f"{path} is damaged (its records are malformed); evaluate again to rewrite it.")

@@ -96,7 +96,7 @@ class RunDir:
         return (Path(path) / SPEC).is_file()
 
     @staticmethod
-    def find(root: str | Path) -> list["RunDir"]:
+    def find(root: str | Path) -> list[RunDir]:
         """Every run directory at or below ``root``, sorted by path."""
         return [RunDir(p.parent) for p in sorted(Path(root).rglob(SPEC)) if p.is_file()]
 

@@ -37,5 +37,5 @@ class Triplets:
     def __len__(self) -> int:
         return len(self.index)
 
-    def select(self, mask: np.ndarray) -> "Triplets":
+    def select(self, mask: np.ndarray) -> Triplets:
         return Triplets(self.index[mask], self.kind[mask], self.split[mask])

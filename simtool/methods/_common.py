@@ -54,7 +54,7 @@ class StepPlan:
     steps: int
 
     @classmethod
-    def of(cls, spec, dist, n: int | None = None, unit: str = "images", pool: str | None = None) -> "StepPlan":
+    def of(cls, spec, dist, n: int | None = None, unit: str = "images", pool: str | None = None) -> StepPlan:
         """The plan over ``n`` training units (``unit``: what a batch holds, for the error; ``pool``:
         what ``n`` counts, default ``training <unit>``). ``n=None``: the steps are set later."""
         per_device = spec.loop.batch_size_per_device or spec.loop.batch_size

@@ -42,7 +42,7 @@ class LossSpec(Spec):
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the loss, e.g. {tau: 0.5}")
 
     @model_validator(mode="after")
-    def _fits(self) -> "LossSpec":
+    def _fits(self) -> LossSpec:
         if self.convention is not None:
             self.build(self.convention)
         return self
@@ -74,10 +74,11 @@ class TripletSplitSpec(Spec):
 
     train_splits: list[str] = Field(["train"], min_length=1, description="triplet splits that train")
     val_split: str = Field("val", description="triplet split that validates, when the dataset has triplets in it")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="without val_split triplets: this fraction of the training triplets is held out once (seeded) to validate; 0 = no validation")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="without val_split triplets: this fraction of the training triplets "
+                                                             "is held out once (seeded) to validate; 0 = no validation")
 
     @model_validator(mode="after")
-    def _splits(self) -> "TripletSplitSpec":
+    def _splits(self) -> TripletSplitSpec:
         bad = [s for s in [*self.train_splits, self.val_split] if s not in ("train", "val", "test")]
         if bad:
             raise ValueError(f"triplet splits are train, val and test, not {bad[0]!r}")
@@ -98,7 +99,8 @@ class TripletSets:
 def select_triplets(ds, splits: TripletSplitSpec, seed: int) -> TripletSets:
     """Training and validation triplets of the triplets dataset ``ds`` (see the module docstring)."""
     if not isinstance(ds, TripletsDataset):
-        raise UserError(f"{ds.root} is a {ds.kind} dataset; this method trains on triplet labels: build one with simtool build-data --format triplets (or --format toyworld, whose triplets are in DIR/triplets).")
+        raise UserError(f"{ds.root} is a {ds.kind} dataset; this method trains on triplet labels: "
+                        "build one with simtool build-data --format triplets (or --format toyworld, whose triplets are in DIR/triplets).")
     train_rows = np.concatenate([ds.triplet_rows(s) for s in dict.fromkeys(splits.train_splits)])
     train_rows.sort()
     val_rows = np.zeros(0, dtype=np.int64)

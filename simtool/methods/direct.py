@@ -71,7 +71,8 @@ class Direct(DatasetMethod):
         cfg = self.model.input_config
         train_items = np.unique(self.train)
         train_images = np.concatenate([rows.image[self.start[i] : self.start[i] + self.count[i]] for i in train_items])
-        self.pipe = ImagePipeline(ds.images(spec.data.image_size), spec.data, spec.augment, cfg["mean"], cfg["std"], cfg["crop_pct"], train_images, spec.seed, dist.rank,
+        self.pipe = ImagePipeline(ds.images(spec.data.image_size), spec.data, spec.augment, cfg["mean"], cfg["std"], cfg["crop_pct"],
+                                  train_images, spec.seed, dist.rank,
                                   pin_memory=device.type == "cuda")
         self.loss_fn = spec.loss.build("labelled")
         if console is not None and dist.is_main:

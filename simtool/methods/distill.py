@@ -52,7 +52,8 @@ from simtool.specs.common import BaseDataSpec, CommonSpec
 
 
 class DistillDataSpec(BaseDataSpec, ImageDataSpec):
-    teacher: Optional[Union[str, list[str]]] = Field(None, description="teacher embeddings file(s) from save-embeddings; none = one-hot classes (classes datasets)")
+    teacher: Optional[Union[str, list[str]]] = Field(None, description="teacher embeddings file(s) from save-embeddings; "
+                                                                       "none = one-hot classes (classes datasets)")
     teacher_models: Optional[list[str]] = Field(None, description="models of the teacher file(s) to use (default: all)")
     teacher_layer: str = "embedding"
     val_fraction: float = Field(0.2, ge=0, lt=1, description="without val items (classes): this fraction of the training ones validates (seeded)")
@@ -109,7 +110,8 @@ def match_ids(want: np.ndarray, have: np.ndarray, what: str) -> np.ndarray:
     found = (len(sorted_ids) > 0) & (sorted_ids[pos] == want) if len(sorted_ids) else np.zeros(len(want), dtype=bool)
     if not found.all():
         missing = np.unique(want[~found])
-        raise UserError(f"The teacher file {what} has no row for id {str(missing[0])!r} ({len(missing)} id(s) of this dataset missing); export the teachers from runs on this dataset (save-embeddings --split all).")
+        raise UserError(f"The teacher file {what} has no row for id {str(missing[0])!r} ({len(missing)} id(s) of this dataset missing); "
+                        "export the teachers from runs on this dataset (save-embeddings --split all).")
     return order[pos]
 
 
@@ -139,7 +141,8 @@ def load_teachers(paths: list[str], models: list[str] | None, layer: str, keys: 
             parts.append(t)
             dims.append((f"{Path(path).name}:{name}", t.shape[2]))
     if len({d for _, d in dims}) > 1:
-        raise UserError("The teacher models have different dimensions (" + ", ".join(f"{n} {d}" for n, d in dims) + "); use teachers of one dimension (data.teacher_models picks some).")
+        raise UserError("The teacher models have different dimensions (" + ", ".join(f"{n} {d}" for n, d in dims) +
+                        "); use teachers of one dimension (data.teacher_models picks some).")
     return torch.cat(parts, dim=1)
 
 
@@ -176,7 +179,8 @@ class Distill(DatasetMethod):
         teacher = spec.data.teacher
         self.classes = isinstance(ds, ClassesDataset)
         if teacher is None and not self.classes:
-            raise UserError("The student needs teachers: export teacher runs with simtool save-embeddings RUN --split all --out T.safetensors and pass --set data.teacher=T.safetensors.")
+            raise UserError("The student needs teachers: export teacher runs with simtool save-embeddings RUN --split all --out T.safetensors "
+                            "and pass --set data.teacher=T.safetensors.")
         self.onehot = teacher is None
         train, val, self.val_source = split_groups(rows, spec.data.val_fraction, spec.seed)
         if self.onehot:
@@ -266,7 +270,8 @@ class Distill(DatasetMethod):
         out: dict[str, float] = {}
         if not self.onehot and len(self.val_rows) >= 3:
             if self._fixed_triples is None:
-                self._fixed_triples = sample_index_triplets(len(self.val_rows), self.spec.validation.triplets, torch_generator(self.spec.seed, Streams.VAL_TRIPLES), self.spec.validation.distinct)
+                self._fixed_triples = sample_index_triplets(len(self.val_rows), self.spec.validation.triplets,
+                                                            torch_generator(self.spec.seed, Streams.VAL_TRIPLES), self.spec.validation.distinct)
             agree = teacher_agreement(emb, self.teacher[torch.from_numpy(self.val_rows)], self._fixed_triples, self.spec.validation.threshold)
             out["val/fstrt"], out["val/fstr"] = agree["fstrt"], agree["fstr"]
         groups = self.rows.group[self.val_rows]

@@ -122,7 +122,7 @@ class TimeSSLSpec(CommonSpec):
         return v
 
     @model_validator(mode="after")
-    def _trainable(self) -> "TimeSSLSpec":
+    def _trainable(self) -> TimeSSLSpec:
         if not ({"classic", "labels"} & set(self.modules)):
             raise ValueError("modules need 'classic' or 'labels': linear probes alone train no representation")
         return self
@@ -165,7 +165,8 @@ def subsample_objects(objects: np.ndarray, categories: np.ndarray, fraction: flo
     drawn = balanced_draw(pairs[:, 0], fraction, rng)
     lost = sorted(set(pairs[:, 0].tolist()) - set(pairs[drawn, 0].tolist()))
     if lost:
-        raise UserError(f"data.subsample={fraction} leaves category {lost[0]} without a training object ({len(lost)} categor{'y' if len(lost) == 1 else 'ies'} lost); raise data.subsample or use data.subsample_mode=per_category.")
+        raise UserError(f"data.subsample={fraction} leaves category {lost[0]} without a training object "
+                        f"({len(lost)} categor{'y' if len(lost) == 1 else 'ies'} lost); raise data.subsample or use data.subsample_mode=per_category.")
     return np.isin(objects, pairs[drawn, 1])
 
 

@@ -77,7 +77,8 @@ def kmeans(
     centroids = x[torch.from_numpy(init).to(device)].clone()
     assign = None
     it = 0
-    for it in range(1, max(1, int(max_iter)) + 1):
+    for _ in range(max(1, int(max_iter))):
+        it += 1
         new = _assign(x, centroids, tile)
         if assign is not None and torch.equal(new, assign):
             break

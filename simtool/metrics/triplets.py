@@ -230,7 +230,8 @@ def teacher_agreement(student: Tensor, teacher: Tensor, triplets, threshold: flo
     }
 
 
-def fstrt(student: Tensor, teacher: Tensor, generator: torch.Generator, n_samples: int = 1_000_000, threshold: float = 0.2, distinct: bool = True, block: int | None = None) -> dict:
+def fstrt(student: Tensor, teacher: Tensor, generator: torch.Generator, n_samples: int = 1_000_000, threshold: float = 0.2,
+          distinct: bool = True, block: int | None = None) -> dict:
     """:func:`teacher_agreement` on ``n_samples`` index triples drawn with ``generator``.
 
     To score every epoch on the same triples (the original's practice), draw them once with

@@ -34,7 +34,7 @@ class ParamGroupSpec(Spec):
     freeze: bool = False
 
     @model_validator(mode="after")
-    def _one_lr(self) -> "ParamGroupSpec":
+    def _one_lr(self) -> ParamGroupSpec:
         if self.lr is not None and self.lr_scale is not None:
             raise ValueError("give lr or lr_scale, not both")
         return self
@@ -58,7 +58,8 @@ class ScheduleSpec(Spec):
 class LoopSpec(Spec):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(64, ge=2, description="items per step over all processes (the global batch)")
-    batch_size_per_device: Optional[int] = Field(None, ge=1, description="filled in by the engine: batch_size / number of processes", json_schema_extra=RUN_ONLY)
+    batch_size_per_device: Optional[int] = Field(None, ge=1, description="filled in by the engine: batch_size / number of processes",
+                                                 json_schema_extra=RUN_ONLY)
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl records", json_schema_extra=RUN_ONLY)
     eval_every: int = Field(1, ge=0, description="epochs between validation passes (0 = never)", json_schema_extra=RUN_ONLY)
 
@@ -80,8 +81,12 @@ class ImageLoadingSpec(Spec):
     """How a method's images are loaded (never what is learned): the decoded-image cache and the
     DataLoader workers. Part of every image method's ``data`` section."""
 
-    cache: Literal["auto", "memory", "none"] = Field("auto", description="auto: decode once into memory when the frames are stored at the training size and fit in 4 GiB", json_schema_extra=RUN_ONLY)
-    num_workers: Union[int, Literal["auto"]] = Field("auto", description="DataLoader worker processes (auto: half the CPU threads, at most 8; 0 with a memory cache)", json_schema_extra=RUN_ONLY)
+    cache: Literal["auto", "memory", "none"] = Field("auto", description="auto: decode once into memory "
+                                                                         "when the frames are stored at the training size and fit in 4 GiB",
+                                                     json_schema_extra=RUN_ONLY)
+    num_workers: Union[int, Literal["auto"]] = Field("auto", description="DataLoader worker processes "
+                                                                         "(auto: half the CPU threads, at most 8; 0 with a memory cache)",
+                                                     json_schema_extra=RUN_ONLY)
 
 
 class CommonSpec(Spec):

@@ -22,7 +22,7 @@ class SplitSpec(Spec):
     test: float = Field(0.1, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _sum_to_one(self) -> "SplitSpec":
+    def _sum_to_one(self) -> SplitSpec:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split fractions must sum to 1 (train+val+test = {total:g})")

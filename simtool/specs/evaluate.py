@@ -20,7 +20,8 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 class SaveEmbeddingsSpec(Spec):
     runs: list[str] = Field(min_length=1)
     out: str
-    split: Optional[Split] = Field(None, description="rows to export; default: every item for teacher runs (a student needs them all), the test split for image models")
+    split: Optional[Split] = Field(None, description="rows to export; default: every item for teacher runs (a student needs them all), "
+                                                     "the test split for image models")
     layers: Optional[list[str]] = None
     data: Optional[str] = Field(None, description="dataset directory to embed, when it moved since training (same content)")
     batch_size: int = Field(256, ge=1)

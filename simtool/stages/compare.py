@@ -75,7 +75,7 @@ def _figures(spec, agg: Aggregated | None, sim, out: Path) -> list[Path]:
             conds = {c for cs in variants.values() for c in cs}
             common = f" [{next(iter(conds))}]" if len(conds) == 1 and next(iter(conds)) else ""  # one condition: in the title, not the legend
 
-            def series_for(groups, key):
+            def series_for(groups, key, common=common, variants=variants):
                 out_s = []
                 for lab, cond in _rows(agg, groups):
                     s = plots.Series(lab if common else _row_label(lab, cond), colors[lab], variants[lab].index(cond))
@@ -91,8 +91,9 @@ def _figures(spec, agg: Aggregated | None, sim, out: Path) -> list[Path]:
                 mapped = {g.label: g.layer for g in at if g.layer != layer}
                 where = layer + (f" ({', '.join(f'{k}: {v}' for k, v in mapped.items())})" if mapped else "")
                 columns = [_column(m, lv, one_metric) for m, lv in cols if any((g.metric, g.level) == (m, lv) for g in at)]
-                series = series_for(at, lambda g: _column(g.metric, g.level, one_metric))
-                written.append(plots.bar_figure(bars_figure(out, t), f"{t}{common} at {where} (mean ± sd over runs; ± se for one run)", columns, series, ylabel))
+                series = series_for(at, lambda g, one_metric=one_metric: _column(g.metric, g.level, one_metric))
+                written.append(plots.bar_figure(bars_figure(out, t), f"{t}{common} at {where} (mean ± sd over runs; ± se for one run)",
+                                                columns, series, ylabel))
             by_label: dict[str, list[str]] = {}
             for g in mine:  # the layer order of the model with most layers, then any others
                 if g.layer not in by_label.setdefault(g.label, []):
@@ -104,10 +105,12 @@ def _figures(spec, agg: Aggregated | None, sim, out: Path) -> list[Path]:
                 for m, lv in cols:
                     sel = [g for g in mine if (g.metric, g.level) == (m, lv)]
                     panels.append((_column(m, lv, one_metric), series_for(sel, lambda g: g.layer)))
-                written.append(plots.layer_figure(layers_figure(out, t), f"{t}{common}: {ylabel} per layer (mean ± sd over runs; ± se for one run)", layers, panels, ylabel))
+                written.append(plots.layer_figure(layers_figure(out, t), f"{t}{common}: {ylabel} per layer (mean ± sd over runs; ± se for one run)",
+                                                  layers, panels, ylabel))
     if sim is not None and len(sim.labels) >= 2:
         where = f" at {sim.layer}" if sim.layer else ""
-        written.append(plots.heatmap_figure(out / SIMILARITY_FIGURE, f"Representational similarity{where} ({sim.n_used} items; diagonal: between the runs of one model)", sim.labels,
+        written.append(plots.heatmap_figure(out / SIMILARITY_FIGURE,
+                                            f"Representational similarity{where} ({sim.n_used} items; diagonal: between the runs of one model)", sim.labels,
                                             [("RSA (Spearman, cosine distances)", sim.rsa), ("linear CKA", sim.cka)]))
     return written
 

@@ -44,7 +44,8 @@ def ordered_map(fn: Callable, tasks: Iterable[tuple[object, tuple]], workers: in
             meta0, fut = pending.popleft()
             yield meta0, fut.result()
     except BrokenProcessPool:
-        raise UserError("A decoding worker process died (out of memory, or a decoder crashed); run the same command again to continue, with fewer --workers.") from None
+        raise UserError("A decoding worker process died (out of memory, or a decoder crashed); "
+                        "run the same command again to continue, with fewer --workers.") from None
     finally:
         for _, fut in pending:
             fut.cancel()

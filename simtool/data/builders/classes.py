@@ -38,7 +38,8 @@ from simtool.specs.data import ImageBuildBase, check_fractions, parse_fractions
 
 
 class ImageFolderOptions(Spec):
-    split: List[float] = Field([0.5, 0.5], description="fractions of classes: train,test or train,val,test (seeded); ignored with a SRC/train, SRC/test split level")
+    split: List[float] = Field([0.5, 0.5], description="fractions of classes: train,test or train,val,test (seeded); "
+                                                       "ignored with a SRC/train, SRC/test split level")
 
     _fractions = field_validator("split", mode="before")(parse_fractions)
     _check = field_validator("split")(check_fractions)
@@ -136,7 +137,8 @@ def scan_imagefolder(spec, ctx: BuildContext, progress=None) -> Scan:
     classes = [cid[c] for _, c, _ in entries]
     splits = [s if split_level else split_of_class[c] for s, c, _ in entries]
     info = {"class_names": class_names, "split": "folders" if split_level else list(split_names(len(spec.imagefolder.split)))}
-    return Scan(kind="classes", name=f"imagefolder-{src.resolve().name}", reader=("files", str(src.resolve())), plan=_plan(src, rels, classes, splits), info=info)
+    return Scan(kind="classes", name=f"imagefolder-{src.resolve().name}", reader=("files", str(src.resolve())),
+                plan=_plan(src, rels, classes, splits), info=info)
 
 
 # -- CUB-200-2011 ------------------------------------------------------------------------------------
@@ -185,7 +187,8 @@ def scan_cub(spec, ctx: BuildContext, progress=None) -> Scan:
     class_names = [names.get(c, str(c)).split(".", 1)[-1] for c in range(1, n_cls + 1)]
     splits = ["train" if c <= 100 else "test" for c in cls1]
     plan = _plan(root, rels, [c - 1 for c in cls1], splits)
-    return Scan(kind="classes", name="cub-200-2011", reader=("files", str(root.resolve())), plan=plan, info={"class_names": class_names, "split": "classes 1-100 train, 101-200 test"})
+    return Scan(kind="classes", name="cub-200-2011", reader=("files", str(root.resolve())),
+                plan=plan, info={"class_names": class_names, "split": "classes 1-100 train, 101-200 test"})
 
 
 # -- Cars196 ---------------------------------------------------------------------------------------
@@ -216,13 +219,15 @@ def scan_cars(spec, ctx: BuildContext, progress=None) -> Scan:
         rels = _mat_strings(ann["relative_im_path"])
         cls1 = [int(c) for c in np.atleast_1d(ann["class"]).ravel()]
     except (KeyError, ValueError, TypeError, IndexError, NotImplementedError, OSError) as exc:
-        raise UserError(f"{mat} is not the Cars196 annotation file ({type(exc).__name__}: {exc}); --format cars expects annotations with relative_im_path and class.") from None
+        raise UserError(f"{mat} is not the Cars196 annotation file ({type(exc).__name__}: {exc}); "
+                        "--format cars expects annotations with relative_im_path and class.") from None
     names = _mat_strings(m["class_names"]) if "class_names" in m else []
     n_cls = max(max(cls1, default=0), len(names), 196)
     class_names = [names[c] if c < len(names) else str(c + 1) for c in range(n_cls)]
     splits = ["train" if c <= 98 else "test" for c in cls1]
     plan = _plan(src, rels, [c - 1 for c in cls1], splits)
-    return Scan(kind="classes", name="cars196", reader=("files", str(src.resolve())), plan=plan, info={"class_names": class_names, "split": "classes 1-98 train, 99-196 test"})
+    return Scan(kind="classes", name="cars196", reader=("files", str(src.resolve())),
+                plan=plan, info={"class_names": class_names, "split": "classes 1-98 train, 99-196 test"})
 
 
 # -- Stanford Online Products ---------------------------------------------------------------------------

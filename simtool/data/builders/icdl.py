@@ -98,7 +98,9 @@ def scan_icdl(spec, ctx: BuildContext, progress=None) -> Scan:
             elif f"{first['category']}/{first['object']}" in fh:
                 with_partition = False
             else:
-                raise UserError(f"{h5} has neither /{first['partition']}/{first['category']}/{first['object']} nor /{first['category']}/{first['object']} (the first frame of the parquet files); --format icdl expects {EXPECTED}.")
+                raise UserError(f"{h5} has neither /{first['partition']}/{first['category']}/{first['object']} nor "
+                                f"/{first['category']}/{first['object']} (the first frame of the parquet files); "
+                                f"--format icdl expects {EXPECTED}.")
     except OSError as exc:
         raise UserError(f"{h5} cannot be read as HDF5 ({str(exc).splitlines()[0]}); --format icdl expects {EXPECTED}.") from None
     keys = part_cat_obj if with_partition else pc.binary_join_element_wise(pc.cast(rows.column("category"), pa.string()), rows.column("object"), "/")

@@ -41,7 +41,8 @@ from simtool.specs.data import ImageBuildBase, check_fractions, parse_fractions
 
 class MVImgNetOptions(Spec):
     require_cameras: bool = Field(False, description="skip objects whose sparse/ reconstruction is missing or empty")
-    split: Union[Literal["original"], List[float]] = Field("original", description="original (every 10th object test, the one before it val) or fractions train,val,test of objects per category (seeded)")
+    split: Union[Literal["original"], List[float]] = Field("original", description="original (every 10th object test, the one before it val) "
+                                                                                   "or fractions train,val,test of objects per category (seeded)")
     rooms: Optional[str] = Field(None, description="room assignment JSON (room name -> category ids; 'Uncertain' = dropped) stored as the semantic rooms")
     random_rooms: Optional[str] = Field(None, description="room assignment JSON stored as the random control (default: a seeded permutation of --rooms)")
     only_rooms: bool = Field(False, description="build only the categories that have a room in --rooms")
@@ -251,7 +252,7 @@ def scan_mvimgnet(spec, ctx: BuildContext, progress=None) -> Scan:
     qualified = qualify_objects([(p, c, o) for p, c, o, _ in objects])
     # frames (in store order: partition, category, object, frame number)
     frames_of = []
-    for (pname, cname, oname, obj), q in zip(objects, qualified):
+    for (pname, cname, _oname, obj), q in zip(objects, qualified):
         frames = sorted(files_in(obj / "images"), key=lambda f: (frame_number(f.name), f.name))
         if not frames:
             rejected.append((obj.relative_to(src).as_posix(), "no frames in images/"))
@@ -271,7 +272,7 @@ def scan_mvimgnet(spec, ctx: BuildContext, progress=None) -> Scan:
             for v in cols.values():
                 v.clear()
 
-    for g, ((pname, cid, q, obj, frames), split) in enumerate(zip(frames_of, splits)):
+    for g, ((pname, cid, q, _obj, frames), split) in enumerate(zip(frames_of, splits)):
         for f in frames:
             rel = f.relative_to(src).as_posix()
             cols["key"].append(rel)

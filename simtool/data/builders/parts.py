@@ -134,7 +134,8 @@ class _PartWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _build_parts(work: Path, scan: Scan, parts: list[tuple[int, int, int]], spec, ctx: BuildContext, progress, done0: int, total: int, stop_flag: StopRequest) -> int:
+def _build_parts(work: Path, scan: Scan, parts: list[tuple[int, int, int]], spec,
+                 ctx: BuildContext, progress, done0: int, total: int, stop_flag: StopRequest) -> int:
     """Build the parts ``[(k, start, stop)]``; returns the number of rejected files."""
     n_todo = sum(stop - start for _, start, stop in parts)
     workers = resolve_workers(spec.workers, n_todo)
@@ -209,7 +210,8 @@ def _run(spec, scan_fn: Callable, finalize_fn: Callable, progress, ctx: BuildCon
     key = build_key(spec)
     has_manifest, old = read_manifest_key(work)
     if has_manifest and old != key:
-        raise UserError(f"{work} holds an unfinished build with other options (or from another simtool version); run the same command as before to continue it, or delete {work} to start over.")
+        raise UserError(f"{work} holds an unfinished build with other options (or from another simtool version); "
+                        f"run the same command as before to continue it, or delete {work} to start over.")
     scan = load_scan(work) if has_manifest else None
     resumed = scan is not None
     if scan is None:
@@ -240,11 +242,13 @@ def _run(spec, scan_fn: Callable, finalize_fn: Callable, progress, ctx: BuildCon
     if ctx.shard is not None and not ctx.merge_only:
         finished = sum(part_done(work, k) for k, _, _ in numbered)
         return {"out": str(work), "kind": scan.kind, "images": total, "seconds": round(time.time() - t0, 2), "categories": 0,
-                "message": f"shard {ctx.shard[0]}/{ctx.shard[1]}: {len(mine)} parts ({total} images) built in {work}; {finished} of {len(numbered)} parts finished. "
+                "message": f"shard {ctx.shard[0]}/{ctx.shard[1]}: {len(mine)} parts ({total} images) built in {work}; "
+                           f"{finished} of {len(numbered)} parts finished. "
                            f"When every shard is done, run the same command with --merge instead of --shard."}
     missing = [k for k, _, _ in numbered if not part_done(work, k)]
     if missing:
-        raise UserError(f"{len(missing)} of {len(numbered)} parts are not built yet in {work} (first: part {missing[0]}); run the missing shards, or the command without --merge to build them here.")
+        raise UserError(f"{len(missing)} of {len(numbered)} parts are not built yet in {work} (first: part {missing[0]}); "
+                        "run the missing shards, or the command without --merge to build them here.")
     summary = _merge(work, out, scan, numbered, spec, finalize_fn, progress)
     shutil.rmtree(work, ignore_errors=True)
     summary["seconds"] = round(time.time() - t0, 2)
@@ -273,7 +277,7 @@ def _merge(work: Path, out: Path, scan: Scan, parts: list[tuple[int, int, int]],
         merge_progress = (lambda d, t: progress(d, t, "merging")) if progress else None
         digest, starts = merge_stores([part_dir(work, k) / IMAGES for k, _, _ in parts], tmp / IMAGES, merge_progress)
         index = np.full(n, -1, dtype=np.int64)
-        for (k, start, stop), first in zip(parts, starts):
+        for (_k, start, stop), first in zip(parts, starts):
             sel = np.arange(start, stop)
             good = ok[sel]
             index[sel[good]] = first + local[sel[good]]

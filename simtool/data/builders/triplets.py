@@ -66,9 +66,11 @@ from simtool.specs.data import ImageBuildBase, check_fractions, parse_fractions
 class TripletsOptions(Spec):
     preset: Optional[Literal["things", "yummly", "ihsj"]] = Field(None, description="a named collection read from SRC: things, yummly or ihsj")
     triplets: List[str] = Field([], description="triplet files (three ids per line; ihsj: the psiz observations HDF5)")
-    kind: Optional[Literal["odd-one-out", "directed"]] = Field(None, description="odd-one-out: (a, b) most similar, c odd; directed: a anchor, b closer, c farther")
+    kind: Optional[Literal["odd-one-out", "directed"]] = Field(None, description="odd-one-out: (a, b) most similar, c odd; "
+                                                                                 "directed: a anchor, b closer, c farther")
     images: Optional[str] = Field(None, description="folder of item images (file stem = item id)")
-    items: Optional[str] = Field(None, description="items file with a header row: one row per item id in order (ids = row numbers unless it has an 'id' column)")
+    items: Optional[str] = Field(None, description="items file with a header row: "
+                                                   "one row per item id in order (ids = row numbers unless it has an 'id' column)")
     id_column: Optional[str] = Field(None, description="column of --items holding the item ids (default: 'id' if present, else the row number)")
     name_column: Optional[str] = Field(None, description="column of --items holding the names (default: 'name' if present, else the first column)")
     catalog: Optional[str] = Field(None, description="ihsj: the psiz catalogue HDF5 (default: found under SRC)")
@@ -281,7 +283,9 @@ def _things(spec, src: Path) -> tuple[Items, list[Path], dict]:
     candidates = [main / "things_concepts.tsv", src / "things_concepts.tsv", src / "item_names.tsv"]
     items_path = Path(opts.items) if opts.items else next((p for p in candidates if p.is_file()), None)
     if items_path is None:
-        raise UserError(f"{src} does not look like THINGS: Main/things_concepts.tsv is missing; --preset things expects SRC/Main/things_concepts.tsv, SRC/Main/<concept>/*.jpg and SRC/Revealing/triplets/*.txt (or pass --items and --triplets).")
+        raise UserError(f"{src} does not look like THINGS: Main/things_concepts.tsv is missing; "
+                        "--preset things expects SRC/Main/things_concepts.tsv, SRC/Main/<concept>/*.jpg "
+                        "and SRC/Revealing/triplets/*.txt (or pass --items and --triplets).")
     text = items_path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     rows = list(csv.reader(text, delimiter="\t"))
     head, body = rows[0], [r for r in rows[1:] if any(c.strip() for c in r)]
@@ -350,7 +354,8 @@ def _ihsj(spec, src: Path) -> tuple[Items, np.ndarray, dict]:
     opts = spec.triplets
     catalog = Path(opts.catalog) if opts.catalog else next(iter(sorted(src.rglob("catalog*.hdf5"))), None)
     if catalog is None or not catalog.is_file():
-        raise UserError(f"{src} has no psiz catalogue (catalog*.hdf5); --preset ihsj expects the IHSJ psiz files below SRC (or --set triplets.catalog=FILE --triplets OBS.hdf5).")
+        raise UserError(f"{src} has no psiz catalogue (catalog*.hdf5); "
+                        "--preset ihsj expects the IHSJ psiz files below SRC (or --set triplets.catalog=FILE --triplets OBS.hdf5).")
     obs_files = [Path(p) for p in opts.triplets] or [p for p in sorted(src.rglob("obs*.hdf5"))]
     if not obs_files:
         raise UserError(f"{src} has no psiz observations file (obs*.hdf5); pass it with --triplets OBS.hdf5.")
@@ -363,7 +368,8 @@ def _ihsj(spec, src: Path) -> tuple[Items, np.ndarray, dict]:
             if "class_map_class_id" in fh and "class_map_label" in fh:
                 class_map = dict(zip(np.asarray(fh["class_map_class_id"][()]).astype(np.int64).tolist(), _h5_strings(fh["class_map_label"][()])))
     except (OSError, KeyError) as exc:
-        raise UserError(f"{catalog} is not a psiz catalogue ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); it needs the datasets stimulus_id and stimulus_filepath.") from None
+        raise UserError(f"{catalog} is not a psiz catalogue ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                        "it needs the datasets stimulus_id and stimulus_filepath.") from None
     order = np.argsort(stim, kind="stable")
     stim, paths = stim[order], [paths[i] for i in order]
     if cls is not None:
@@ -441,7 +447,8 @@ def scan_triplets(spec, ctx: BuildContext, progress=None) -> Scan:
         if spec.source:
             raise UserError("Generic --format triplets reads --triplets, --images and --items, not SRC; drop SRC or choose a --preset (things, yummly, ihsj).")
         if not opts.triplets:
-            raise UserError("--format triplets needs --triplets FILE and --kind odd-one-out|directed (items from --images DIR and/or --items FILE), or --preset things|yummly|ihsj SRC.")
+            raise UserError("--format triplets needs --triplets FILE and --kind odd-one-out|directed "
+                            "(items from --images DIR and/or --items FILE), or --preset things|yummly|ihsj SRC.")
         if opts.kind is None:
             raise UserError("--format triplets needs --kind: odd-one-out (the first two are the most similar pair) or directed (anchor, closer, farther).")
         kind = opts.kind
@@ -493,7 +500,8 @@ def scan_triplets(spec, ctx: BuildContext, progress=None) -> Scan:
     trip, split, item_split, more = clean_and_split(trip, kind, n_items, opts.split_by, opts.split, spec.seed)
     dropped.update(more)
     if len(trip) == 0:
-        raise UserError(f"No triplet survives ({n_read} read; dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items() if v) + "); check that the triplet ids match the items.")
+        raise UserError(f"No triplet survives ({n_read} read; dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items() if v) +
+                        "); check that the triplet ids match the items.")
     if dropped.get("unknown_item", 0) > 0.5 * max(1, n_read):
         ctx.say(f"{dropped['unknown_item']} of {n_read} triplets name ids that are no item; check that --items / --images match the triplet files.")
     items_cols = {"item": pa.array(np.arange(n_items), pa.int64()), "id": pa.array(items.ids, pa.string()),

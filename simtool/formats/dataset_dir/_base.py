@@ -103,7 +103,8 @@ class Dataset:
         """``values``: the distinct values when known (the dictionary of the column), else found from ``split``."""
         bad = sorted(set((np.unique(split) if values is None else values).tolist()) - set(allowed))
         if bad:
-            raise UserError(f"{self.root / name} has unknown split value {bad[0]!r} (expected {', '.join(s for s in allowed if s)}); {rebuild_hint(self.root)}.")
+            raise UserError(f"{self.root / name} has unknown split value {bad[0]!r} (expected {', '.join(s for s in allowed if s)}); "
+                            f"{rebuild_hint(self.root)}.")
 
     def __getattr__(self, name: str):
         # Only reached for attributes that are not set: another kind's attribute, asked of this one.

@@ -55,7 +55,7 @@ def hash_columns(h, table: pa.Table, columns: Sequence[str]) -> None:
         h.update(b"\0")
 
 
-def new_hash(prefix: bytes = b"") -> "hashlib._Hash":
+def new_hash(prefix: bytes = b"") -> hashlib._Hash:
     return hashlib.sha256(FINGERPRINT_SALT + prefix)
 
 

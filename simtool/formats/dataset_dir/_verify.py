@@ -67,5 +67,6 @@ def verify_dataset(root: str | Path, workers: int = 1, progress=None) -> tuple[d
         tables = {name: pq.read_table(root / name) for name in list(ds.tables) + list(ds.optional_tables) if (root / name).is_file()}
         fp = ds.fingerprint_of(tables, store_digest(root / IMAGES))
         if fp != ds.fingerprint:
-            problems.append(f"The content fingerprint {fp[:19]} differs from the card's {ds.fingerprint[:19]}: the index or the images changed after the build.")
+            problems.append(f"The content fingerprint {fp[:19]} differs from the card's {ds.fingerprint[:19]}: "
+                            "the index or the images changed after the build.")
     return ds.summary(n_images), problems

@@ -91,7 +91,7 @@ class DatasetWriter:
         self._rows: dict[str, list] = {k: [] for k in VIDEO_COLUMNS}
         self._done = False
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
