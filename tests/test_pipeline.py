@@ -101,3 +101,21 @@ def test_every_command_has_dry_run(tmp_path, tiny_run):
         assert result.exit_code == 0, (args, result.output)
         assert isinstance(yaml.safe_load(result.output), dict), args
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a dry run writes nothing"
+
+
+def test_evaluate_on_a_second_image_set_of_the_same_frames(tmp_path, tiny_world, tiny_run):
+    """--images: the same frames from another dataset directory, matched by (category, object, frame);
+    here the same world rebuilt, so the figures equal the plain evaluation, under their own condition."""
+    twin = tmp_path / "twin"
+    assert cli("build-data", "--format", "toyworld", "--out", twin, "--seed", "3", *sets(TINY_WORLD)).exit_code == 0
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert cli("evaluate", tiny_run, "--type", "odd-one-out", "--repeats", "2", "--out", a, "--device", "cpu").exit_code == 0
+    r = cli("evaluate", tiny_run, "--type", "odd-one-out", "--repeats", "2", "--images", twin, "--out", b, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    ra, rb = json.loads(a.read_text())["records"], json.loads(b.read_text())["records"]
+    assert [x["value"] for x in ra] == [x["value"] for x in rb]
+    assert all(x["condition"].endswith("images=" + json.loads((twin / "dataset.json").read_text())["name"]) for x in rb)
+    other = tmp_path / "other"  # another world: its frames have other keys
+    assert cli("build-data", "--format", "toyworld", "--out", other, *sets(TINY_WORLD[:-3] + ["toyworld.objects_per_category=3"])).exit_code == 0
+    bad = cli("evaluate", tiny_run, "--type", "odd-one-out", "--images", other, "--device", "cpu")
+    assert bad.exit_code == 2 and "has no frame" in bad.output and "Traceback" not in bad.output

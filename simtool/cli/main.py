@@ -378,6 +378,8 @@ def evaluate(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels of a .npy/.npz target: "
                                                                  "CSV or parquet, one row per embedding, columns named after levels."),
     data: Optional[Path] = typer.Option(None, "--data", help="A run target's dataset directory, if it moved since training."),
+    images: Optional[Path] = typer.Option(None, "--images", help="A run target: embed the same frames from this dataset directory "
+                                          "(e.g. the backgrounds removed), matched by category, object and frame."),
     rooms: Optional[str] = typer.Option(None, "--rooms", help="odd-one-out: semantic | random | a room JSON file (default: the training rooms)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="odd-one-out: triplets drawn per anchor and level (10)."),
     exclude_same_object: bool = typer.Option(False, "--exclude-same-object",
@@ -399,7 +401,8 @@ def evaluate(
 
     options = {"type": type, "rooms": rooms, "repeats": repeats, "seed": seed, "exclude_same_object": exclude_same_object or None, **parse_set(set_ or [])}
     spec = validate_evaluate_spec({"target": str(target), "out": str(out) if out else None, "labels": str(labels) if labels else None,
-                                   "data": str(data) if data else None, "split": split, "layers": _split_list(layers), "device": device, "options": options})
+                                   "data": str(data) if data else None, "images": str(images) if images else None, "split": split,
+                                   "layers": _split_list(layers), "device": device, "options": options})
     if dry_run:
         _dry_run(spec)
     from simtool.stages.evaluate import evaluate as _evaluate

@@ -108,8 +108,11 @@ def rows_table(ds: Dataset, rows: np.ndarray) -> tuple[pa.Table, dict]:
 
 @torch.no_grad()
 def embed_rows(loaded: LoadedRun, ds: Dataset, rows: np.ndarray, layers: list[str] | None,
-               device: torch.device, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Embed dataset ``rows`` with the run's evaluation transform → layer → float32 (N, 1, D) on the CPU."""
+               device: torch.device, batch_size: int = 256, twin: Dataset | None = None) -> dict[str, torch.Tensor]:
+    """Embed dataset ``rows`` with the run's evaluation transform → layer → float32 (N, 1, D) on the CPU.
+
+    ``twin``: take the images of the same rows from this dataset directory instead (a second image
+    set of the same frames, :meth:`Dataset.twin_images`)."""
     available = list(loaded.card.get("layers", []))
     layers = list(layers or available)
     unknown = [x for x in layers if x not in available]
@@ -127,8 +130,11 @@ def embed_rows(loaded: LoadedRun, ds: Dataset, rows: np.ndarray, layers: list[st
     size = int(spec_in.get("image_size", 224))
     box = center_box(float(spec_in.get("crop_frac", 1.0)))
     mean, std = spec_in.get("mean", IMAGENET_MEAN), spec_in.get("std", IMAGENET_STD)
-    store = ds.images(size)
-    images, owner = ds.image_rows(rows)
+    if twin is None:
+        store = ds.images(size)
+        images, owner = ds.image_rows(rows)
+    else:
+        store, images, owner = twin.images(size), ds.twin_images(twin, rows), None
     chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     for start in range(0, len(images), batch_size):
         idx = images[start : start + batch_size]
@@ -182,8 +188,9 @@ def _ensemble_provenance(parts: list[tuple[LoadedRun, int]], name: str, layers: 
 
 
 def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, device_name: str, batch_size: int,
-               data: str | None = None, console: Console | None = None) -> Embeddings:
-    """Embed ``split`` of the dataset of ``runs`` (which must share one dataset, by content)."""
+               data: str | None = None, console: Console | None = None, images: str | None = None) -> Embeddings:
+    """Embed ``split`` of the dataset of ``runs`` (which must share one dataset, by content);
+    ``images``: a dataset directory with a second image set of the same rows to embed instead."""
     device = resolve_device(device_name)
     tensors: dict[str, torch.Tensor] = {}
     models: list[dict] = []
@@ -197,6 +204,7 @@ def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, dev
     if split is None:  # teachers: every item (students look rows up by id); image models: the test split
         split = "all" if all(index_models) else "test"
     ensemble: list[tuple[LoadedRun, int]] = []
+    twin = Dataset(images) if images else None
     for run_path, loaded in zip(runs, loaded_runs):
         fp = (loaded.card.get("dataset") or {}).get("fingerprint")
         if ds is None:
@@ -208,7 +216,7 @@ def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, dev
         elif fp and fp != ds.fingerprint:
             raise UserError(f"{run_path} was trained on another dataset than the first run ({fp[:19]} vs {ds.fingerprint[:19]}); "
                             "save embeddings of one dataset per file.")
-        embs = embed_rows(loaded, ds, rows, layers, device)
+        embs = embed_rows(loaded, ds, rows, layers, device, twin=twin)
         if loaded.is_index_model:  # teachers: one ensemble, repetitions stacked along R
             for layer, t in embs.items():
                 key = layer
@@ -231,4 +239,6 @@ def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, dev
         tensors = {f"{name}/{layer}": t.contiguous() for layer, t in tensors.items()}
         models = [_ensemble_provenance(ensemble, name, [k.split("/", 1)[1] for k in tensors])]
     table, info = rows_table(ds, rows)
+    if twin is not None:
+        info["images"] = {"name": twin.name, "fingerprint": twin.fingerprint, "path": str(twin.root.resolve())}
     return Embeddings(rows=table, models=models, tensors=tensors, dataset=ds.ref(), split=split, info=info, triplets=ds.triplets_of(rows, split))

@@ -33,6 +33,8 @@ class EvaluateSpec(Spec):
     out: Optional[str] = None
     labels: Optional[str] = Field(None, description="labels file (CSV or parquet) for a plain .npy/.npz target")
     data: Optional[str] = Field(None, description="dataset directory of a run target, when it moved since training")
+    images: Optional[str] = Field(None, description="a run target: embed the images of this dataset directory instead, a second image set of the same "
+                                  "frames (same category, object, frame keys), e.g. with the backgrounds removed")
     split: Split = "test"
     layers: Optional[list[str]] = None
     batch_size: int = Field(256, ge=1)

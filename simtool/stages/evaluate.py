@@ -29,7 +29,9 @@ def load_target(spec, console: Console | None = None):
         from simtool.embedding.runs import embed_runs
         from simtool.formats.run_dir import RunDir
 
-        return embed_runs([str(target)], spec.split, spec.layers, spec.device, spec.batch_size, spec.data, console), RunDir(target)
+        return embed_runs([str(target)], spec.split, spec.layers, spec.device, spec.batch_size, spec.data, console, images=spec.images), RunDir(target)
+    if spec.images:
+        raise UserError(f"--images embeds a run's rows from a second image set, so it goes with a run directory target, not {target}.")
     if kind in (RUNS, DATASET):
         raise UserError(f"{target} is not a run directory (it has no spec.yaml); {WHAT}.")
     if kind == MISSING:
@@ -54,11 +56,14 @@ def evaluate(spec, console: Console | None = None) -> tuple[dict, list[Path]]:
     if len(emb) == 0:
         raise UserError(f"There are no {spec.split!r} rows to evaluate; choose another --split.")
     records = evaluator.evaluate(emb, spec.options, spec.layers)
+    images = (emb.info.get("images") or {}).get("name")
     for r in records:
         r["target"] = str(spec.target)
+        if images:  # the second image set is part of the question
+            r["condition"] = " ".join(c for c in (r.get("condition"), f"images={images}") if c)
     models = {m["name"]: {k: v for k, v in m.items() if k != "name"} for m in emb.models}
     doc = results_doc(evaluator.name, str(spec.target), spec.to_dict(), emb.dataset, models, records)
-    tag = evaluator.tag(spec.options, emb)
+    tag = evaluator.tag(spec.options, emb) + (f"-images-{images}" if images else "")
     written = []
     if run is not None:
         written.append(write_results(run.results_path(evaluator.name, tag), doc))

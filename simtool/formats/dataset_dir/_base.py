@@ -189,6 +189,11 @@ class Dataset:
         """Labelled triplets of ``split`` among ``rows`` (datasets with triplets), else None."""
         return None
 
+    def twin_images(self, twin: Dataset, rows: np.ndarray) -> np.ndarray:
+        """Image-store indices, in ``twin``'s store, of the same images as ``rows`` (a second image
+        set of the same rows, e.g. with the backgrounds removed); video datasets only."""
+        raise UserError(f"{self.root} is a {self.kind} dataset; a second image set (--images) applies to video datasets, matched by (category, object, frame).")
+
     def image_table(self) -> ImageRows:
         raise UserError(f"{self.root} is a {self.kind} dataset; the teacher-student method needs a triplets dataset with images or a classes dataset "
                         "(simtool build-data --format triplets|cub|cars|sop|imagefolder).")

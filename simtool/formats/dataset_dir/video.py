@@ -120,6 +120,28 @@ class VideoDataset(Dataset):
     def label_info(self) -> dict:
         return {"category_names": self.category_names, "rooms": {which: self.rooms(which)[1] for which in self.room_assignments}}
 
+    def frame_keys(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """``"<category>/<object>/<frame>"`` of every row (of ``rows``): what identifies a frame across
+        two builds of the same frames."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+        names = self._object_values[self.object[rows]] if len(rows) else np.zeros(0, dtype=str)
+        return np.char.add(np.char.add(np.char.add(self.category[rows].astype(str), "/"), np.char.add(names, "/")), self.frame[rows].astype(str))
+
+    def twin_images(self, twin: Dataset, rows: np.ndarray) -> np.ndarray:
+        if not isinstance(twin, VideoDataset):
+            raise UserError(f"--images {twin.root} is a {twin.kind} dataset; it must be a video dataset of the same frames as {self.root}.")
+        want = self.frame_keys(rows)
+        have = twin.frame_keys()
+        order = np.argsort(have, kind="stable")
+        pos = np.searchsorted(have[order], want)
+        pos = np.clip(pos, 0, max(0, len(have) - 1))
+        found = (have[order][pos] == want) if len(have) else np.zeros(len(want), dtype=bool)
+        if not found.all():
+            c, o, f = want[np.flatnonzero(~found)[0]].split("/", 2)
+            raise UserError(f"--images {twin.root} has no frame {f} of object {o} (category {c}), which {self.root} has; "
+                            "it must hold the same (category, object, frame) keys (build it from the same frames, e.g. with the backgrounds removed).")
+        return twin.index[order[pos]]
+
     def verify_extra(self, n_images: int) -> list[str]:
         problems = []
         for which in self.room_assignments:
