@@ -12,10 +12,20 @@ step: the anchors and positives of time_ssl, the batch of a student) and hands t
 
 Worker count: ``data.num_workers`` (``auto``: half the CPU threads, at most 8; none with the memory
 cache). Decoding problems in a worker come back as one sentence (raised in the main process).
+
+How the loader runs (never what it loads) is set by the engine for the loaders a method builds, as
+plain values (:class:`LoaderOptions`, from the train spec's ``engine`` section, in force while
+:func:`loader_options` is): page-locked batches, workers kept from one epoch to the next, batches
+prefetched per worker, and ``decode="device"``: the workers only read the stored bytes and draw the
+crop boxes, and the main process decodes every JPEG of a step in one batched call on the training
+device (``torchvision.io.decode_jpeg``, nvJPEG on CUDA) and crops there
+(:meth:`~simtool.formats.image_store.ImageStore.decode_on`), so the CPU cores are not the limit.
 """
 
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -28,6 +38,34 @@ from simtool.rng import numpy_rng, seed_worker
 
 CACHE_LIMIT_BYTES = 4 * 2**30
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect ratio range
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How a :class:`StoreLoader` runs (see the module docstring); the defaults are the plain loader.
+
+    ``pin_memory`` None leaves it to the method (which asks for it on CUDA); ``prefetch`` None is
+    torch's default (2 batches per worker); ``decode`` is ``"workers"`` or ``"device"`` (on
+    ``device``, the training device)."""
+
+    device: str = "cpu"
+    pin_memory: bool | None = None
+    persistent_workers: bool = False
+    prefetch: int | None = None
+    decode: str = "workers"
+
+
+_OPTIONS: ContextVar[LoaderOptions | None] = ContextVar("simtool_loader_options", default=None)
+
+
+@contextlib.contextmanager
+def loader_options(options: LoaderOptions):
+    """The options every :class:`StoreLoader` made inside this block runs with."""
+    token = _OPTIONS.set(options)
+    try:
+        yield options
+    finally:
+        _OPTIONS.reset(token)
 
 
 @dataclass
@@ -43,29 +81,54 @@ class LoadedBatch:
         return LoadedBatch(self.step, tuple(x.pin_memory() if isinstance(x, torch.Tensor) else x for x in self.images), self.error)
 
 
-class _PlanDataset(torch.utils.data.Dataset):
-    """Item k = the images of the k-th planned step (decoding happens here, in workers)."""
+@dataclass(frozen=True)
+class _Item:
+    """What a worker is asked for: the images of one planned step."""
 
-    def __init__(self, plan, store, crop: tuple | None, key: tuple, tag: int):
-        self.plan, self.store, self.crop, self.key, self.tag = plan, store, crop, key, tag
+    step: int
+    sets: tuple  # image indices (or None) per image set
+    crop: tuple | None  # ((scale lo, hi), ratio) of the RandomResizedCrop boxes; None: whole frames
+    key: tuple
+    tag: int
+    encoded: bool  # hand over the stored bytes and boxes (decode="device") instead of decoded images
+
+
+class _PlanDataset(torch.utils.data.Dataset):
+    """Item = the images of one planned step (:class:`_Item`; decoding happens here, in workers)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def _images(self, indices: np.ndarray, item: _Item, rng):
+        box_fn = None
+        if item.crop is not None:
+            scale, ratio = item.crop
+            box_fn = lambda w, h: sample_crop_box(w, h, scale, ratio, rng)  # noqa: E731
+        if item.encoded:
+            return self.store.encoded_images(indices, box_fn)
+        return self.store.load(indices) if box_fn is None else self.store.load_crops(indices, box_fn)
+
+    def __getitem__(self, item: _Item) -> LoadedBatch:
+        rng = numpy_rng(*item.key, item.step, item.tag) if item.crop is not None else None
+        try:
+            images = tuple(None if idx is None else self._images(idx, item, rng) for idx in item.sets)
+        except UserError as exc:  # DataLoader would wrap it in a traceback; hand the sentence over instead
+            return LoadedBatch(item.step, (), str(exc))
+        return LoadedBatch(item.step, images)
+
+
+class _PlanSampler(torch.utils.data.Sampler):
+    """Yields the :class:`_Item` of every planned step; refilled for every epoch, so a DataLoader with
+    persistent workers serves every epoch of a run."""
+
+    def __init__(self):
+        self.items: list[_Item] = []
+
+    def __iter__(self):
+        return iter(list(self.items))
 
     def __len__(self) -> int:
-        return len(self.plan)
-
-    def _images(self, indices: np.ndarray, rng) -> torch.Tensor:
-        if self.crop is None:
-            return self.store.load(indices)
-        scale, ratio = self.crop
-        return self.store.load_crops(indices, lambda w, h: sample_crop_box(w, h, scale, ratio, rng))
-
-    def __getitem__(self, k: int) -> LoadedBatch:
-        step, sets = self.plan[k]
-        rng = numpy_rng(*self.key, step, self.tag) if self.crop is not None else None
-        try:
-            images = tuple(None if idx is None else self._images(idx, rng) for idx in sets)
-        except UserError as exc:  # DataLoader would wrap it in a traceback; hand the sentence over instead
-            return LoadedBatch(step, (), str(exc))
-        return LoadedBatch(step, images)
+        return len(self.items)
 
 
 def _identity(x):
@@ -93,24 +156,60 @@ class StoreLoader:
                                 "use data.cache=none (crops are then taken from the stored frames).")
             store.cache_all(train_images)
         self.num_workers = 0 if store.cached else (min(8, max(1, (torch.get_num_threads() or 2) // 2)) if num_workers == "auto" else int(num_workers))
+        self.options = _OPTIONS.get() or LoaderOptions()
+        if self.options.decode == "device":
+            try:
+                import torchvision.io  # noqa: F401 - decode_jpeg with a list of images: torchvision 0.19 or later
+            except ImportError:
+                raise UserError("engine.decode=device decodes JPEGs with torchvision, which is not installed; set engine.decode=workers.") from None
+        self._persistent: tuple | None = None  # (DataLoader, sampler) kept across epochs with persistent_workers
 
     @property
     def on_device(self) -> bool:
         """Whether random crops are taken on the training device (whole frames), not in the loader."""
         return self.store.cached or self.whole_frames
 
+    @property
+    def decodes_on_device(self) -> bool:
+        """Whether JPEGs are decoded on the training device (``decode="device"``, frames not cached)."""
+        return self.options.decode == "device" and not self.store.cached
+
+    def _loader(self, workers: int, pin: bool):
+        """A DataLoader over a :class:`_PlanSampler`; one kept for the whole run with persistent workers."""
+        persistent = self.options.persistent_workers and workers > 0
+        if persistent and self._persistent is not None and self._persistent[2] == pin:
+            return self._persistent[0], self._persistent[1]
+        sampler = _PlanSampler()
+        extra = {"prefetch_factor": self.options.prefetch} if workers > 0 and self.options.prefetch else {}
+        loader = torch.utils.data.DataLoader(
+            _PlanDataset(self.store), batch_size=None, sampler=sampler, num_workers=workers, collate_fn=_identity,
+            worker_init_fn=seed_worker, pin_memory=pin, persistent_workers=persistent, **extra,
+        )
+        if persistent:
+            self._persistent = (loader, sampler, pin)
+        return loader, sampler
+
     def batches(self, plan: Sequence[tuple[int, tuple]], min_crop: float, key: tuple, tag: int, pin_memory: bool = False) -> Iterator[LoadedBatch]:
         """The :class:`LoadedBatch` of every ``(step, (indices or None, ...))`` of ``plan``, in order.
 
         Off the fast path every image is a RandomResizedCrop (area ``min_crop``..1) of its stored
-        frame, from the generator ``numpy_rng(*key, step, tag)`` (one per step, drawn in plan order)."""
+        frame, from the generator ``numpy_rng(*key, step, tag)`` (one per step, drawn in plan order).
+        With ``decode="device"`` the images arrive on the training device, else on the host
+        (page-locked with ``pin_memory``, which the loader's options may override)."""
         crop = None if self.on_device else ((min_crop, 1.0), RATIO)
-        loader = torch.utils.data.DataLoader(
-            _PlanDataset(list(plan), self.store, crop, tuple(key), tag), batch_size=None, shuffle=False,
-            num_workers=self.num_workers if len(plan) > 1 else 0, collate_fn=_identity, worker_init_fn=seed_worker,
-            pin_memory=pin_memory, persistent_workers=False,
-        )
+        encoded = self.decodes_on_device
+        items = [_Item(int(step), tuple(sets), crop, tuple(key), tag, encoded) for step, sets in plan]
+        if not items:
+            return
+        pin = self.options.pin_memory if self.options.pin_memory is not None else pin_memory
+        pin = bool(pin) and not encoded and torch.cuda.is_available()
+        workers = self.num_workers if len(items) > 1 else 0
+        loader, sampler = self._loader(workers, pin)
+        sampler.items = items
+        device = torch.device(self.options.device)
         for batch in loader:
             if batch.error:
                 raise UserError(batch.error)
+            if encoded:
+                batch = LoadedBatch(batch.step, tuple(None if x is None else self.store.decode_on(x, device) for x in batch.images))
             yield batch

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from simtool.errors import UserError
-from simtool.formats.image_codec import decode_crop, decode_image, image_size
+from simtool.formats.image_codec import crop_resize, decode_crop, decode_image, decode_jpegs, draft_scale, image_size, is_jpeg
 
 FORMAT_VERSION = 2
 H5_BYTES, H5_OFFSETS, H5_CRC = "bytes", "offsets", "crc32"
@@ -79,6 +79,18 @@ class ImageSpool:
             self.fh.close()
         if self.path.exists():
             self.path.unlink()
+
+
+class EncodedImages:
+    """Encoded images read from a store for :meth:`ImageStore.decode_on`: the stored bytes (uint8
+    arrays), each frame's (width, height) and, for crops, each image's relative box (x, y, w, h);
+    ``boxes`` None means whole frames. Cheap to pickle, so DataLoader workers can hand it over."""
+
+    def __init__(self, indices: np.ndarray, data: list, sizes: np.ndarray, boxes: np.ndarray | None):
+        self.indices, self.data, self.sizes, self.boxes = indices, data, sizes, boxes
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 class ImageStore:
@@ -171,9 +183,10 @@ class ImageStore:
         except Exception as exc:  # noqa: BLE001
             raise self._damaged(f"image {int(index)} cannot be decoded: {type(exc).__name__}") from None
 
-    def load_crops(self, indices, box_fn):
+    def load_crops(self, indices, box_fn, resample: str = "bilinear"):
         """uint8 (B, 3, size, size): for each image, the box ``box_fn(width, height)`` (relative
-        coordinates of the stored frame) decoded at reduced size where possible and resized."""
+        coordinates of the stored frame) decoded at reduced size where possible and resized
+        (``resample``: bilinear or bicubic)."""
         import torch
 
         idx = np.asarray(indices, dtype=np.int64)
@@ -182,10 +195,62 @@ class ImageStore:
             data = self.encoded(i)
             try:
                 w, h = image_size(data)
-                out[j] = decode_crop(data, box_fn(w, h), self.size)
+                out[j] = decode_crop(data, box_fn(w, h), self.size, resample)
             except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad bytes
                 raise self._damaged(f"image {int(i)} cannot be decoded: {type(exc).__name__}") from None
         return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+    def encoded_images(self, indices, box_fn=None) -> EncodedImages:
+        """The stored bytes of ``indices`` for :meth:`decode_on`; with ``box_fn`` each image's box is
+        ``box_fn(width, height)``, called in the order :meth:`load_crops` calls it (so the same
+        generator draws the same boxes), else the images are whole frames."""
+        idx = np.asarray(indices, dtype=np.int64)
+        data, sizes, boxes = [], np.zeros((len(idx), 2), dtype=np.int64), np.zeros((len(idx), 4), dtype=np.float64)
+        for j, i in enumerate(idx):
+            raw = self.encoded(i)
+            try:
+                sizes[j] = image_size(raw)
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad bytes
+                raise self._damaged(f"image {int(i)} cannot be decoded: {type(exc).__name__}") from None
+            if box_fn is not None:
+                boxes[j] = box_fn(int(sizes[j][0]), int(sizes[j][1]))
+            data.append(np.frombuffer(raw, dtype=np.uint8))
+        return EncodedImages(idx, data, sizes, boxes if box_fn is not None else None)
+
+    def decode_on(self, images: EncodedImages, device):
+        """uint8 (B, 3, size, size) on ``device`` of images read by :meth:`encoded_images`.
+
+        JPEGs are decoded in one batched ``torchvision.io.decode_jpeg`` call on ``device`` (nvJPEG on
+        CUDA) and cropped there, reduced and resampled as :meth:`load_crops` does on the CPU (equal
+        within decoder differences); other formats, and whole frames that are not ``size`` x
+        ``size``, are decoded on the CPU as :meth:`load_crops` and :meth:`load` decode them."""
+        import torch
+
+        n = len(images)
+        out = torch.empty((n, 3, self.size, self.size), dtype=torch.uint8, device=device)
+        sizes, boxes = images.sizes, images.boxes
+        jpeg = [j for j in range(n) if is_jpeg(images.data[j][:3]) and (boxes is not None or tuple(sizes[j]) == (self.size, self.size))]
+        on_cpu = sorted(set(range(n)) - set(jpeg))
+        if jpeg:
+            try:
+                decoded = decode_jpegs([images.data[j] for j in jpeg], device)
+            except RuntimeError:  # a JPEG the device decoder refuses (e.g. CMYK): Pillow decodes the batch
+                decoded, on_cpu = None, list(range(n))
+            if decoded is not None:
+                sel = torch.as_tensor(jpeg, device=device)
+                if boxes is None:
+                    out[sel] = torch.stack(decoded)
+                else:
+                    scales = [draft_scale(int(sizes[j][0]), int(sizes[j][1]), tuple(boxes[j]), self.size) for j in jpeg]
+                    out[sel] = crop_resize(decoded, boxes[jpeg], scales, self.size)
+        for j in on_cpu:
+            i, raw = int(images.indices[j]), images.data[j].tobytes()
+            try:
+                arr = decode_image(raw, self.size) if boxes is None else decode_crop(raw, tuple(boxes[j]), self.size)
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad bytes
+                raise self._damaged(f"image {i} cannot be decoded: {type(exc).__name__}") from None
+            out[j] = torch.from_numpy(arr).permute(2, 0, 1).to(device)
+        return out
 
     def cache_all(self, indices: np.ndarray, progress=None) -> None:
         """Decode ``indices`` once into memory; later :meth:`load` calls index the cache.
