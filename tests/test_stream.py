@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from simtool.data.stream import Stream, build_stream, make_clips, positive_positions
+from simtool.data.stream import SAMPLING_MODES, WITHIN_VIDEO, Stream, build_stream, make_clips, positive_positions, sample_positives, video_stream
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -359,3 +359,210 @@ def test_positive_positions_bounds_and_uniform_offsets():
     a = positive_positions(anchors, L, w, np.random.default_rng(5))
     b = positive_positions(anchors, L, w, np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- sampling modes
+
+
+def _offsets_leaving_the_clip(stream: Stream, anchors, w, seed):
+    """The offsets ``interval_uniform`` draws first (as ``positive_positions``) and which leave the anchor's clip."""
+    s = np.random.default_rng(seed).integers(-w, w + 1, size=anchors.shape[0], dtype=np.int64)
+    starts, lens = stream.clip_bounds()
+    c = stream.clip[anchors]
+    t = anchors - starts[c] + s
+    return s, (t < 0) | (t >= lens[c]), t, c
+
+
+def test_clip_bounds():
+    objects, frames, room = make_world(3, 2, 4, (1, 12), seed=20)
+    s = build_stream(objects, frames, room, 2.0, 0.3, 1.0, np.random.default_rng(0))
+    starts, lens = s.clip_bounds()
+    np.testing.assert_array_equal(starts, clip_starts(s))
+    assert lens.sum() == len(s) and lens.min() >= 1
+    np.testing.assert_array_equal(np.repeat(np.arange(starts.size), lens), s.clip)
+
+
+def test_interval_mode_draws_exactly_what_positive_positions_draws():
+    objects, frames, room = make_world(4, 2, 5, (3, 30), seed=21)
+    s = build_stream(objects, frames, room, 3.0, 0.2, 0.8, np.random.default_rng(1))
+    anchors = np.random.default_rng(2).integers(0, len(s), 5000)
+    a = sample_positives(s, anchors, "interval", 2, np.random.default_rng(3), 0.2)
+    b = positive_positions(anchors, len(s), 2, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+def test_interval_uniform_changes_room_across_a_clip_boundary_with_probability_p(p):
+    """interval_uniform: an offset that leaves the clip lands in another room with probability p (for
+    interval it is whatever the fixed stream's neighbour is); offsets inside the clip are interval's."""
+    objects, frames, room = make_world(8, 2, 20, (4, 30), seed=22)
+    s = build_stream(objects, frames, room, 3.0, 0.1, 0.8, np.random.default_rng(4))
+    B, w, seed = 300_000, 2, 11
+    anchors = np.random.default_rng(5).integers(0, len(s), B)
+    pos = sample_positives(s, anchors, "interval_uniform", w, np.random.default_rng(seed), p)
+    off, leaves, _, c = _offsets_leaving_the_clip(s, anchors, w, seed)
+    assert pos.dtype == np.int64 and pos.min() >= 0 and pos.max() < len(s)
+    np.testing.assert_array_equal(pos[~leaves], anchors[~leaves] + off[~leaves])
+    assert leaves.sum() > 20_000
+    changed = s.room[pos[leaves]] != s.room[anchors[leaves]]
+    sd = math.sqrt(max(p * (1 - p), 1e-9) / leaves.sum())
+    assert abs(changed.mean() - p) < 5 * sd + 1e-9
+
+
+def test_interval_uniform_jumps_to_a_uniform_clip_of_the_room_and_walks_on_without_skipping_a_frame():
+    objects, frames, room = make_world(3, 2, 30, 6, seed=23, shuffle=False)
+    s = build_stream(objects, frames, room, 0.0, 0.1, 1.0, np.random.default_rng(6))  # whole 6-frame videos as clips
+    starts, lens = s.clip_bounds()
+    B, w, seed = 200_000, 2, 12
+    anchors = np.random.default_rng(7).integers(0, len(s), B)
+    pos = sample_positives(s, anchors, "interval_uniform", w, np.random.default_rng(seed), 0.0)
+    off, leaves, t, c = _offsets_leaving_the_clip(s, anchors, w, seed)
+    dest = s.clip[pos]
+    frame_in = pos - starts[dest]
+    fwd, bwd = leaves & (t >= lens[c]), leaves & (t < 0)
+    np.testing.assert_array_equal(frame_in[fwd], (t - lens[c])[fwd])  # from the last frame, +1 is the target's first frame
+    np.testing.assert_array_equal(frame_in[bwd], (lens[dest] + t)[bwd])  # from the first frame, -1 is the target's last frame
+    assert np.all(s.room[pos] == s.room[anchors]), "p = 0: always the anchor's room"
+    # the target is a clip of the anchor's room drawn uniformly (60 clips per room), not the stream's neighbour
+    nxt = np.minimum(c + 1, starts.size - 1)
+    assert np.mean(dest[fwd] == nxt[fwd]) < 0.05
+    first_room = leaves & (s.room[anchors] == 100)
+    hits = np.bincount(dest[first_room], minlength=starts.size)[s.room[starts] == 100]
+    assert hits.size == 60
+    expected = first_room.sum() / 60
+    assert np.abs(hits - expected).max() < 5 * math.sqrt(expected)
+
+
+def test_interval_uniform_changes_to_the_other_rooms_in_proportion_to_their_clips():
+    objects, frames, room = _one_frame_videos({0: 100, 1: 300, 2: 100})
+    s = build_stream(objects, frames, room, 0.0, 0.5, 1.0, np.random.default_rng(8))
+    anchors = np.flatnonzero(s.room == 0)
+    anchors = np.repeat(anchors, 400)
+    pos = sample_positives(s, anchors, "interval_uniform", 1, np.random.default_rng(9), 1.0)
+    moved = pos != anchors  # one-frame clips: every non-zero offset jumps
+    assert abs(moved.mean() - 2 / 3) < 0.01
+    assert np.all(s.room[pos[moved]] != 0)
+    assert abs(np.mean(s.room[pos[moved]] == 1) - 0.75) < 0.01
+    # a single room: "another room" falls back to the anchor's own
+    one = build_stream(*_one_frame_videos({4: 50}), 0.0, 1.0, 1.0, np.random.default_rng(0))
+    assert np.all(one.room[sample_positives(one, np.arange(50), "interval_uniform", 3, np.random.default_rng(1), 1.0)] == 4)
+
+
+def test_video_stream_is_every_frame_video_by_video():
+    objects, frames, room = make_world(3, 2, 4, (1, 9), seed=24)
+    v = video_stream(objects, frames, room)
+    assert len(v) == objects.size and v.n_clips_total == np.unique(objects).size
+    np.testing.assert_array_equal(v.rows, np.lexsort((frames, objects)))
+    starts, lens = v.clip_bounds()
+    assert starts.size == np.unique(objects).size
+    for k in range(starts.size):
+        rows = v.rows[starts[k]:starts[k] + lens[k]]
+        assert np.unique(objects[rows]).size == 1 and np.all(np.diff(frames[rows]) > 0)
+        assert lens[k] == np.sum(objects == objects[rows[0]]), "a whole video"
+    np.testing.assert_array_equal(v.room, room[v.rows])
+
+
+@pytest.mark.parametrize("mode", WITHIN_VIDEO)
+def test_within_video_modes_never_cross_a_video(mode):
+    objects, frames, room = make_world(4, 2, 10, (1, 12), seed=25)
+    v = video_stream(objects, frames, room)
+    anchors = np.tile(np.arange(len(v)), 200)
+    pos = sample_positives(v, anchors, mode, 2, np.random.default_rng(0))
+    assert pos.dtype == np.int64
+    np.testing.assert_array_equal(objects[v.rows[pos]], objects[v.rows[anchors]])
+    starts, lens = v.clip_bounds()
+    c = v.clip[anchors]
+    f, n, fp = anchors - starts[c], lens[c], pos - starts[c]
+    if mode == "last":
+        np.testing.assert_array_equal(fp, n - 1)
+    elif mode == "randomwalk":
+        np.testing.assert_array_equal(fp, np.where(n == 1, 0, np.where(f < n - 1, f + 1, f - 1)))
+    else:  # uniform over the video's frames, the anchor's own included
+        eight = n == 8
+        assert eight.sum() > 5000
+        freq = np.bincount(fp[eight], minlength=8) / eight.sum()
+        assert np.all(np.abs(freq - 1 / 8) < 0.015)
+        assert np.all(sample_positives(v, anchors, mode, 2, np.random.default_rng(0)) == pos), "seeded"
+
+
+def test_sampling_mode_errors():
+    v = video_stream(np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([0, 0, 1]))
+    with pytest.raises(ValueError, match="sampling mode"):
+        sample_positives(v, np.array([0]), "nearest", 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="anchors"):
+        sample_positives(v, np.array([3]), "last", 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="p_change_room"):
+        sample_positives(v, np.array([0]), "interval_uniform", 2, np.random.default_rng(0), 2.0)
+    assert set(WITHIN_VIDEO) < set(SAMPLING_MODES) and SAMPLING_MODES[0] == "interval"
+    from typing import get_args
+
+    from simtool.methods.time_ssl import StreamSpec
+
+    assert get_args(StreamSpec.model_fields["sampling"].annotation) == SAMPLING_MODES, "the spec offers exactly the stream's modes"
+    assert StreamSpec().sampling == "interval", "the original's default"
+
+
+# ----------------------------------------------------------------------------- the modes in training
+
+
+def _method(tiny_world, mode, preset="time_only"):
+    import torch
+    from rich.console import Console
+
+    from simtool.engine.distributed import DistInfo
+    from simtool.methods import resolve_train_spec
+    from simtool.methods.time_ssl import TimeSSL
+    from tests.conftest import TINY_TRAIN
+
+    spec = resolve_train_spec(preset, sets=TINY_TRAIN + [f"stream.sampling={mode}"], data=str(tiny_world), device="cpu")
+    return TimeSSL(spec, torch.device("cpu"), DistInfo(), Console(quiet=True))
+
+
+@pytest.mark.parametrize("mode", WITHIN_VIDEO)
+def test_within_video_training_plans_take_every_frame_and_stay_in_its_video(tiny_world, mode):
+    m = _method(tiny_world, mode)
+    assert len(m._stream(0)) == len(m.train_rows), "no stream: every training frame is an anchor"
+    for epoch in (0, 1):
+        plan = m.epoch_plan(epoch)
+        a = np.concatenate([p[0] for p in plan])
+        p = np.concatenate([p[1] for p in plan])
+        assert len(plan) == len(m.train_rows) // m.per_device and np.unique(a).size == a.size
+        np.testing.assert_array_equal(m.ds.object[a], m.ds.object[p])
+        if mode == "last":
+            last: dict[int, int] = {}
+            for o, f in zip(m.ds.object[m.train_rows].tolist(), m.ds.frame[m.train_rows].tolist()):
+                last[o] = max(last.get(o, -1), f)
+            assert all(int(f) == last[int(o)] for o, f in zip(m.ds.object[p], m.ds.frame[p])), "the video's last frame"
+
+
+def test_interval_uniform_training_plan_crosses_to_objects_of_the_anchors_room(tiny_world):
+    m = _method(tiny_world, "interval_uniform")
+    base = _method(tiny_world, "interval")
+    assert np.array_equal(m._stream(0).rows, base._stream(0).rows), "the same stream; only the jumps differ"
+    a = np.concatenate([p[0] for p in m.epoch_plan(0)])
+    p = np.concatenate([p[1] for p in m.epoch_plan(0)])
+    assert np.array_equal(a, np.concatenate([q[0] for q in base.epoch_plan(0)])), "the same anchors"
+    other = m.ds.object[a] != m.ds.object[p]
+    assert other.any() and (~other).any()
+
+
+def test_dry_run_shows_the_sampling_mode_and_a_bad_one_is_refused():
+    from tests.conftest import cli
+
+    r = cli("train", "--preset", "time_only", "--set", "stream.sampling=interval_uniform", "--dry-run")
+    assert r.exit_code == 0 and "sampling: interval_uniform" in r.output
+    assert "sampling: interval" in cli("train", "--preset", "normal", "--dry-run").output
+    bad = cli("train", "--preset", "time_only", "--set", "stream.sampling=nearest", "--dry-run")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("mode", ["interval_uniform", "randomwalk"])
+def test_sampling_modes_train(tmp_path, tiny_world, mode):
+    from simtool.methods import resolve_train_spec
+    from simtool.stages import train as train_lib
+    from tests.conftest import TINY_TRAIN
+
+    spec = resolve_train_spec("time_only", sets=TINY_TRAIN + ["loop.epochs=1", f"stream.sampling={mode}"], data=str(tiny_world), device="cpu")
+    _, summary = train_lib.train(spec, str(tmp_path / "run"))
+    assert summary["steps"] > 0 and math.isfinite(summary["final_loss"])
+

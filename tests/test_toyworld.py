@@ -171,3 +171,84 @@ def test_hue_spread_keeps_objects_near_their_family_hue():
     free = _sample_objects(np.random.default_rng(0), _FAMILY_TABLE["sphere"], 60, family_hue=0.3, hue_spread=1.0)
     free_hues = np.array([colorsys.rgb_to_hsv(*b)[0] for b in free["base"]])
     assert np.ptp(free_hues) > 0.5, "hue_spread=1 allows any hue"
+
+
+# ----------------------------------------------------------------------------- the background-removed twin
+
+
+def test_background_none_renders_the_same_world_on_one_plain_grey(world, world_rooms):
+    """``background: none`` changes no random draw: the same objects, views and rooms; only the pixels
+    the object does not fully cover differ, and they are one grey in every room."""
+    from simtool.data.toyworld import PLAIN_BACKGROUND
+
+    twin = render_toyworld(small_spec(room_backgrounds=True, background="none"), seed=0)
+    for key in ("category", "object", "frame", "room_of_category"):
+        np.testing.assert_array_equal(getattr(twin, key), getattr(world_rooms, key))
+    assert twin.category_names == world_rooms.category_names
+    assert twin.objects.keys() == world_rooms.objects.keys()
+    assert all(np.array_equal(twin.objects[k], world_rooms.objects[k], equal_nan=True) for k in twin.objects)
+    grey = np.round(np.asarray(PLAIN_BACKGROUND) * 255).astype(np.uint8)
+    corners = np.concatenate([twin.images[:, 0, 0], twin.images[:, 0, -1], twin.images[:, -1, 0], twin.images[:, -1, -1]])
+    assert np.all(corners == grey), "one plain grey, whatever the room"
+    # Pixels that two different backgrounds (the shared grey scene, the room hues) leave alike are the
+    # ones the object covers fully: the twin has them too; the rest (background and silhouette
+    # blends) takes the twin's own background.
+    covered = np.all(world.images == world_rooms.images, axis=-1)
+    assert covered.sum() > 0.5 * foreground(world_rooms.images).sum()
+    np.testing.assert_array_equal(twin.images[covered], world_rooms.images[covered])
+    exposed = np.any(twin.images != world_rooms.images, axis=-1)
+    assert exposed[~foreground(world_rooms.images)].all(), "every background pixel changed"
+    # the default (scene) world is what it was: the option only adds the plain one
+    assert np.array_equal(render_toyworld(small_spec(background="scene"), seed=0).images, world.images)
+
+
+def _build(out, *extra):
+    from simtool.data.builders import build_dataset, resolve_build_spec
+
+    world = ["toyworld.n_rooms=2", "toyworld.categories_per_room=2", "toyworld.objects_per_category=6", "toyworld.frames_per_object=3",
+             "toyworld.image_size=24", "toyworld.room_backgrounds=true"]
+    build_dataset(resolve_build_spec("toyworld", str(out), sets=world + list(extra), seed=5))
+    return out
+
+
+def test_background_free_twin_has_the_same_index_splits_rooms_and_triplets(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from simtool.formats.dataset_dir import Dataset
+
+    a = _build(tmp_path / "world")
+    b = _build(tmp_path / "twin", "toyworld.background=none")
+    for rel in ("frames.parquet", "triplets/items.parquet", "triplets/triplets.parquet", "triplets/item_images.parquet"):
+        assert pq.read_table(a / rel).equals(pq.read_table(b / rel)), rel
+    for rel in ("room_assignment_balanced.json", "room_assignment_random.json"):
+        assert json.loads((a / rel).read_text()) == json.loads((b / rel).read_text()), rel
+    da, db = Dataset(a), Dataset(b)
+    assert da.name == "toyworld-seed5" and db.name == "toyworld-seed5-nobackground", "conditions name the twin apart from its world"
+    assert da.fingerprint != db.fingerprint, "the pixels differ"
+    rows = np.flatnonzero(da.split == "test")
+    np.testing.assert_array_equal(da.twin_images(db, rows), da.index[rows])  # every test frame found, at the same place
+
+
+def test_a_run_evaluates_on_its_worlds_twin_without_retraining(tmp_path, tiny_run):
+    """The tiny run's world rebuilt with ``background: none`` is a second image set of the same frames:
+    evaluated without retraining, under its own condition, with other figures (the pixels differ)."""
+    import hashlib
+    import json
+
+    from tests.conftest import TINY_WORLD, cli, sets
+
+    twin = tmp_path / "twin"
+    assert cli("build-data", "--format", "toyworld", "--out", twin, "--seed", "3", *sets(TINY_WORLD + ["toyworld.background=none"])).exit_code == 0
+    weights = tiny_run / "checkpoints" / "final.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert cli("evaluate", tiny_run, "--type", "odd-one-out", "--repeats", "2", "--out", a, "--device", "cpu").exit_code == 0
+    r = cli("evaluate", tiny_run, "--type", "odd-one-out", "--repeats", "2", "--images", twin, "--out", b, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    ra, rb = json.loads(a.read_text())["records"], json.loads(b.read_text())["records"]
+    assert len(ra) == len(rb) and all(x["condition"].endswith("images=toyworld-seed3-nobackground") for x in rb)
+    acc = [(x["value"], y["value"]) for x, y in zip(ra, rb) if x["metric"] == "accuracy"]
+    assert acc and any(u != v for u, v in acc), "the network saw other pixels"
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == digest, "no retraining: the run's weights are untouched"

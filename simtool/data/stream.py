@@ -30,9 +30,23 @@ given a :class:`numpy.random.Generator`):
    ``ceil(chunk_ratio_limit * total_clips)`` clips have been used.
 6. The result is one ordered array of frame rows (:class:`Stream`).
 
-Positive pairs are sampled with :func:`positive_positions`: for an anchor at stream
-position ``i`` the positive is ``clamp(i + s, 0, L - 1)`` with ``s`` uniform in
-``{-w, ..., w}`` (``w = rotation_range``; ``s = 0`` allowed).
+Positive pairs are sampled with :func:`sample_positives` in one of the original's sampling modes
+(``--sampling_mode``, ``--interval_uniform``):
+
+* ``interval`` (the default, :func:`positive_positions`): for an anchor at stream position ``i``
+  the positive is ``clamp(i + s, 0, L - 1)`` with ``s`` uniform in ``{-w, ..., w}``
+  (``w = rotation_range``; ``s = 0`` allowed): the fixed stream is followed across clip boundaries.
+* ``interval_uniform``: the same offset ``s``; while it stays inside the anchor's clip the positive
+  is ``i + s``, but when it leaves the clip the walk does not follow the stream: it jumps to a clip
+  drawn uniformly among the stream's clips of the anchor's room with probability
+  ``1 - p_change_room``, among the clips of the other rooms otherwise, and goes on there by the
+  steps left (forwards from its first frame, backwards from its last; again at its end). So the room
+  changes across a clip boundary with probability exactly ``p_change_room``, whatever the order.
+* the within-video modes of the original's lineage (AASSL), used on :func:`video_stream` (every
+  training frame, each video one clip, no stream walk): the positive is another frame of the
+  anchor's own clip, never one of another video: ``uniform`` (a frame drawn uniformly, the anchor's
+  own included), ``randomwalk`` (the next frame; the previous one at the last frame; the original's
+  ``randomwalk+``) or ``last`` (the clip's last frame).
 
 Random draws happen in a fixed order: :func:`build_stream` first draws the clip partition
 exactly as :func:`make_clips` does, so ``make_clips(objects, frames, crop_number,
@@ -51,7 +65,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Stream", "make_clips", "build_stream", "positive_positions"]
+__all__ = ["Stream", "make_clips", "build_stream", "video_stream", "positive_positions", "sample_positives", "SAMPLING_MODES", "WITHIN_VIDEO"]
+
+SAMPLING_MODES = ("interval", "interval_uniform", "uniform", "randomwalk", "last")
+WITHIN_VIDEO = ("uniform", "randomwalk", "last")  # positives from the anchor's own video; used on :func:`video_stream`
 
 
 @dataclass
@@ -77,6 +94,13 @@ class Stream:
     def room_changes(self) -> np.ndarray:
         """bool ``(L-1,)``: True where ``room[i+1] != room[i]``."""
         return self.room[1:] != self.room[:-1]
+
+    def clip_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """int64 ``(K,)`` start position and length of every clip ``0..K-1`` of the stream."""
+        L = len(self)
+        starts = np.flatnonzero(np.diff(self.clip) != 0) + 1 if L > 1 else np.zeros(0, dtype=np.int64)
+        starts = np.concatenate(([0], starts)).astype(np.int64) if L else np.zeros(0, dtype=np.int64)
+        return starts, np.diff(np.append(starts, L)).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -404,6 +428,31 @@ def build_stream(
     return Stream(rows=rows, room=room, clip=clip, n_clips_total=n_clips)
 
 
+def video_stream(objects: np.ndarray, frames: np.ndarray, room_of_row: np.ndarray) -> Stream:
+    """Every row once, video after video (objects in ascending id order, frames in order), each
+    video one clip: the anchors of the within-video sampling modes, which build no stream (no clips
+    are cut, no room walk, no ``chunk_ratio_limit``, no random draw; as the original).
+
+    Args:
+        objects, frames: ``(N,)`` integer object id and frame index of each row.
+        room_of_row: ``(N,)`` integer room id of each row (kept in :attr:`Stream.room`).
+
+    Returns:
+        :class:`Stream` of length ``N`` whose clip ``k`` is the k-th video.
+    """
+    objects, frames = _check_inputs(objects, frames)
+    room_of_row = _check_1d("room_of_row", room_of_row)
+    if room_of_row.shape[0] != objects.shape[0]:
+        raise ValueError(
+            f"room_of_row must have one entry per row: got {room_of_row.shape[0]} for {objects.shape[0]} rows"
+        )
+    order, video_starts = _video_order(objects, frames)
+    sizes = np.diff(np.append(video_starts, order.shape[0]))
+    clip = np.repeat(np.arange(video_starts.shape[0], dtype=np.int64), sizes)
+    return Stream(rows=order.astype(np.int64, copy=False), room=room_of_row[order].astype(np.int64), clip=clip,
+                  n_clips_total=int(video_starts.shape[0]))
+
+
 def positive_positions(
     anchors: np.ndarray, length: int, rotation_range: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -429,3 +478,99 @@ def positive_positions(
         raise ValueError(f"anchors must lie in [0, {length - 1}]")
     s = rng.integers(-w, w + 1, size=anchors.shape[0], dtype=np.int64)
     return np.clip(anchors + s, 0, length - 1)
+
+
+def _jump(stream: Stream, anchors: np.ndarray, s: np.ndarray, p_change_room: float, rng: np.random.Generator) -> np.ndarray:
+    """``interval_uniform`` (see the module docstring): positives of ``anchors`` at offsets ``s``.
+
+    Draws, per round of the positives still walking: one uniform each for the room change, then one
+    each for the clip (uniform among the chosen side's clips; "another room" falls back to the
+    anchor's room when the stream has no other)."""
+    starts, lens = stream.clip_bounds()
+    clip_room = stream.room[starts]
+    room_ids, room_idx = np.unique(clip_room, return_inverse=True)
+    room_idx = room_idx.reshape(-1)
+    by_room = np.argsort(room_idx, kind="stable")  # clips grouped room after room
+    counts = np.bincount(room_idx, minlength=room_ids.shape[0])
+    offset = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    n_clips = starts.shape[0]
+
+    c = stream.clip[anchors]
+    t = anchors - starts[c] + s  # offset from the start of the anchor's clip
+    out = anchors + s
+    forward = t >= lens[c]
+    backward = t < 0
+    todo = np.flatnonzero(forward | backward)
+    home = room_idx[c[todo]]  # the anchor's room (compared at every jump, as the original)
+    fwd = forward[todo]
+    left = np.where(fwd, t[todo] - lens[c[todo]], -t[todo] - 1)  # steps still to walk past the clip's edge
+    while todo.size:
+        change = rng.random(todo.size) < p_change_room
+        u = rng.random(todo.size)
+        own = counts[home]
+        others = n_clips - own
+        change &= others > 0
+        side = np.where(change, others, own)
+        x = np.minimum((u * side).astype(np.int64), side - 1)
+        x = np.where(change, np.where(x >= offset[home], x + own, x), offset[home] + x)
+        dest = by_room[x]
+        n = lens[dest]
+        land = left < n
+        pos = np.where(fwd, starts[dest] + left, starts[dest] + n - 1 - left)
+        out[todo[land]] = pos[land]
+        keep = ~land
+        todo, home, fwd, left = todo[keep], home[keep], fwd[keep], left[keep] - n[keep]
+    return out
+
+
+def sample_positives(
+    stream: Stream,
+    anchors: np.ndarray,
+    mode: str,
+    rotation_range: int,
+    rng: np.random.Generator,
+    p_change_room: float = 0.0,
+) -> np.ndarray:
+    """Positive stream positions of ``anchors`` in sampling ``mode`` (see the module docstring).
+
+    Args:
+        stream: the stream (:func:`build_stream`; :func:`video_stream` for the within-video modes,
+            whose positives stay in the anchor's clip).
+        anchors: ``(B,)`` integer stream positions.
+        mode: one of :data:`SAMPLING_MODES`.
+        rotation_range: ``w >= 0``, the largest temporal offset (``interval`` modes only).
+        rng: random generator. ``interval`` draws exactly what :func:`positive_positions` draws;
+            ``interval_uniform`` draws the same offsets first, then the jumps; ``uniform`` one frame
+            per anchor; ``randomwalk`` and ``last`` draw nothing.
+        p_change_room: probability in ``[0, 1]`` that a jump out of the clip lands in another room
+            (``interval_uniform`` only).
+
+    Returns:
+        int64 ``(B,)`` positive positions.
+    """
+    length = len(stream)
+    if mode == "interval":
+        return positive_positions(anchors, length, rotation_range, rng)
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"sampling mode must be one of {', '.join(SAMPLING_MODES)}, got {mode!r}")
+    anchors = _check_1d("anchors", anchors).astype(np.int64, copy=False)
+    if anchors.size and (anchors.min() < 0 or anchors.max() >= length):
+        raise ValueError(f"anchors must lie in [0, {length - 1}]")
+    if mode == "interval_uniform":
+        w = int(rotation_range)
+        if w < 0:
+            raise ValueError(f"rotation_range must be >= 0, got {rotation_range}")
+        p = float(p_change_room)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p_change_room must be in [0, 1], got {p_change_room!r}")
+        s = rng.integers(-w, w + 1, size=anchors.shape[0], dtype=np.int64)
+        return _jump(stream, anchors, s, p, rng)
+    starts, lens = stream.clip_bounds()
+    c = stream.clip[anchors]
+    first, n = starts[c], lens[c]
+    if mode == "uniform":
+        return first + rng.integers(0, n, dtype=np.int64) if anchors.size else anchors.copy()
+    if mode == "randomwalk":
+        nxt = np.where(anchors < first + n - 1, anchors + 1, anchors - 1)
+        return np.where(n > 1, nxt, anchors)
+    return first + n - 1  # last

@@ -16,7 +16,10 @@ The world is organised as rooms × categories × objects × frames:
   visible, even for solids of revolution;
 * a **room** is a group of ``categories_per_room`` categories. By default every room shares one
   neutral background (a soft grey wall gradient over a darker floor), so rooms can only be told
-  apart from co-occurrence; with ``room_backgrounds=True`` each room gets its own hue.
+  apart from co-occurrence; with ``room_backgrounds=True`` each room gets its own hue. With
+  ``background="none"`` every frame is rendered on one plain grey instead (the world's
+  "background-removed" twin): the same objects, views and rooms, since no random draw depends on
+  the background; only the pixels the object does not fully cover differ.
 
 Images are rendered by sphere tracing the SDF with torch on the CPU (float32), vectorised over
 every pixel of a batch of frames at once: rays are clipped to a bounding sphere and to the
@@ -55,6 +58,7 @@ class WorldParams(Protocol):
     image_size: int
     room_backgrounds: bool
     hue_spread: float
+    background: str  # "scene" (wall and floor) or "none" (plain grey); optional, "scene" when absent
 
 Tensor = torch.Tensor
 
@@ -813,9 +817,18 @@ def _background(size: int, wall_top, wall_low, floor_near, floor_far) -> np.ndar
     return np.broadcast_to(col[:, None, :], (size, size, 3)).astype(np.float32)
 
 
+PLAIN_BACKGROUND = (0.5, 0.5, 0.5)  # ``background="none"``: one uniform mid grey for every room
+
+
 def _room_backgrounds(spec: WorldParams, hue0: float) -> np.ndarray:
-    """(n_rooms, S, S, 3) float32 backgrounds; identical across rooms unless room_backgrounds."""
+    """(n_rooms, S, S, 3) float32 backgrounds; identical across rooms unless room_backgrounds,
+    one plain grey for every room with ``background="none"`` (whatever room_backgrounds says)."""
     S = spec.image_size
+    background = getattr(spec, "background", "scene")
+    if background == "none":
+        return np.broadcast_to(np.asarray(PLAIN_BACKGROUND, dtype=np.float32), (spec.n_rooms, S, S, 3)).copy()
+    if background != "scene":
+        raise UserError(f"toyworld.background must be 'scene' or 'none', got {background!r}.")
     if not spec.room_backgrounds:
         grey = _background(S, (0.86, 0.86, 0.87), (0.70, 0.70, 0.72),
                            (0.42, 0.41, 0.40), (0.55, 0.54, 0.53))
@@ -839,7 +852,8 @@ def render_toyworld(spec: WorldParams, seed: int,
 
     Args:
         spec: uses n_rooms, categories_per_room, objects_per_category, frames_per_object,
-            image_size and room_backgrounds (split and image_format are handled elsewhere).
+            image_size, room_backgrounds, hue_spread and background (split and image_format are
+            handled elsewhere). ``background`` changes pixels only, never a random draw.
         seed: every random choice (families, proportions, colours, textures, phases, room hues)
             derives from it; the same spec and seed give byte-identical images.
         progress: optional ``progress(done_objects, total_objects)`` callback, called from the

@@ -19,10 +19,11 @@ import numpy as np
 from pydantic import Field
 
 from simtool.data.builders._registry import register_builder
+from simtool.data.builders.triplets import layout_counts
 from simtool.data.rooms import random_room_assignment
 from simtool.data.splits import split_by_object
 from simtool.errors import UserError
-from simtool.formats.dataset_dir import IMAGES, ITEM_IMAGES, ITEMS, SPLITS, TRIPLETS, DatasetWriter, write_tables
+from simtool.formats.dataset_dir import IMAGES, ITEM_IMAGES, ITEMS, TRIPLETS, DatasetWriter, write_tables
 from simtool.formats.image_codec import encode_image
 from simtool.formats.image_store import ImageSpool
 from simtool.specs.base import Spec
@@ -35,6 +36,8 @@ class ToyWorldSpec(Spec):
     Category = a 3-D shape family, object = a variation within it (colour, texture,
     proportions), frame = turntable viewpoint. With ``room_backgrounds: false`` every room shares
     one background, so rooms (contexts) can only be learned from co-occurrence in time.
+    ``background: none`` renders the same world (objects, views, splits, rooms, triplets: the same
+    index) on one plain grey: the background-removed twin of a world, for ``evaluate --images``.
     """
 
     n_rooms: int = Field(4, ge=2, le=8)
@@ -43,6 +46,8 @@ class ToyWorldSpec(Spec):
     frames_per_object: int = Field(4, ge=2, le=360)
     image_size: int = Field(64, ge=16, le=512)
     room_backgrounds: bool = False
+    background: Literal["scene", "none"] = Field(
+        "scene", description="scene: a wall and floor (one hue per room with room_backgrounds); none: one plain grey (the background-removed twin)")
     hue_spread: float = Field(0.15, ge=0, le=1, description="object hues vary within ±spread/2 turn of their family's typical hue (1 = any hue)")
     image_format: Literal["png", "jpeg"] = "png"
     split: SplitSpec = SplitSpec(train=0.7, val=0.1, test=0.2)
@@ -60,6 +65,12 @@ class ToyWorldBuildSpec(BuildBase):
 ROOM_NAMES = ["kitchen", "garage", "garden", "bathroom", "office", "bedroom", "attic", "workshop"]
 PROFILE = "toyworld"
 TRIPLETS_DIR = "triplets"  # the toy triplets dataset inside a toy world's directory
+
+
+def _world_name(spec) -> str:
+    """The dataset's name: ``toyworld-seed<S>``, ``-nobackground`` for a background-removed twin (so
+    ``evaluate --images`` conditions name it apart from its world)."""
+    return f"toyworld-seed{spec.seed}" + ("-nobackground" if spec.toyworld.background == "none" else "")
 
 
 def _write_triplets(root: Path, world, spec, split_of: dict, encoded: ImageSpool) -> dict:
@@ -82,10 +93,11 @@ def _write_triplets(root: Path, world, spec, split_of: dict, encoded: ImageSpool
     }
     digest = encoded.write_h5(root / IMAGES)
     counts = {"items": n_obj, "items_with_image": n_obj, "images": len(world.object), "triplets": int(len(trip))}
-    counts.update({f"{s}_triplets": int((split == s).sum()) for s in SPLITS})
-    counts.update({f"{s}_items": int((obj_split == s).sum()) for s in SPLITS})
+    counts.update(layout_counts(trip, split, obj_split, "item"))
     counts.update({f"{k}_triplets": int((kind == k).sum()) for k in ("odd-one-out", "directed")})
-    card = {"name": f"toyworld-seed{spec.seed}-triplets", "profile": PROFILE, "counts": counts, "split_by": "item", "triplet_kind": "mixed",
+    card = {"name": f"{_world_name(spec)}-triplets", "profile": PROFILE, "counts": counts, "split_by": "item", "triplet_kind": "mixed",
+            "layout": {"split_by": "item", "fractions": spec.toyworld.split.model_dump(), "seed": spec.seed, "duplicates": "keep",
+                       "parts": layout_counts(trip, split, obj_split, "item")},
             "class_names": list(world.category_names),
             "latent": {"weights": toy_triplets.WEIGHTS, "hue_width": toy_triplets.HUE_WIDTH, "proportion_width": toy_triplets.PROPORTION_WIDTH,
                        "observer_tau": toy_triplets.OBSERVER_TAU, "per_object": toy_triplets.PER_OBJECT, "definition": "simtool.data.toy_triplets"},
@@ -108,7 +120,7 @@ def build_toyworld(spec, progress: Callable[..., None] | None = None, ctx=None) 
     split_of = split_by_object(world.object, world.category, tw.split.model_dump(), rng)
     semantic = {ROOM_NAMES[r]: [int(c) for c in np.flatnonzero(world.room_of_category == r)] for r in range(tw.n_rooms)}
     random = random_room_assignment(semantic, np.random.default_rng([spec.seed, 2]))
-    with DatasetWriter(Path(spec.out), name=f"toyworld-seed{spec.seed}", profile=PROFILE) as writer:
+    with DatasetWriter(Path(spec.out), name=_world_name(spec), profile=PROFILE) as writer:
         (writer.tmp / TRIPLETS_DIR).mkdir()
         spool = ImageSpool(writer.tmp / TRIPLETS_DIR / ".images.raw")
         for i in range(len(world.images)):
