@@ -34,7 +34,8 @@ PY
   epochs=$((size == 1 ? 100 : 20))  # about the same number of steps
   if [ ! -f "$OUT/$name/summary.json" ]; then
     rm -rf "${OUT:?}/$name"
-    simtool train --preset things_p_ste --data "$OUT/$name-data" --out "$OUT/$name" --set optim.lr=0.01 --set loop.epochs=$epochs
+    simtool train --preset things_p_ste --data "$OUT/$name-data" --out "$OUT/$name" --set optim.lr=0.01 --set loop.epochs=$epochs \
+        --set data.train_splits=[train] --set data.val_fraction=0.1   # the transductive layout of this analysis (split by triplet)
   fi
   simtool evaluate "$OUT/$name" --type triplets   # its own (simulated) test triplets
   # the human test triplets: export the teacher, then score it as a plain (items, 1, E) array in item
@@ -49,5 +50,5 @@ emb = read_embeddings(sys.argv[1])
 assert (emb.ids == pq.read_table(sys.argv[2]).column("id").to_numpy(zero_copy_only=False).astype(str)).all()
 np.save(sys.argv[3], np.asarray(emb.tensor(emb.models[0]["name"], "embedding")))
 PY
-  simtool evaluate "$OUT/$name.npy" --type triplets --labels "$OUT/data/triplets.parquet"
+  simtool evaluate "$OUT/$name.npy" --type triplets --labels "$OUT/data/triplets.parquet" --out "$OUT/$name.triplets.json"
 done

@@ -120,7 +120,8 @@ def test_teacher_file_failures(tmp_path, world, monkeypatch):
     fails(*base, "--out", tmp_path / "d", "--set", f"data.teacher=[{emb}, {wide}]", text="different dimensions")
     fails(*base, "--out", tmp_path / "e", "--set", f"data.teacher={emb}", "--set", "data.teacher_layer=backbone", text="has no layer 'backbone'")
     fails(*base, "--out", tmp_path / "f", "--set", f"data.teacher={tmp_path / 'missing.safetensors'}", text="does not exist")
-    fails(*base, "--out", tmp_path / "g", "--set", f"data.teacher={emb}", "--set", "loop.batch_size=500", text="more than the")
+    fails(*base, "--out", tmp_path / "g", "--set", f"data.teacher={emb}", "--set", "loop.batch_size=500", "--set", "data.last_batch=drop",
+          text="more than the")
     fails("train", "--preset", "zappos_se_rkd", "--data", data, "--set", "loss.name=ste", "--dry-run", text="is a labelled loss")
     fails("train", "--preset", "things_se_rkd", "--data", data, "--out", tmp_path / "h", "--device", "cpu",
           "--set", f"data.teacher={emb}", "--set", "loop.batch_size=8",

@@ -47,7 +47,10 @@ def ref_ste(opts, e, a, b, c, kind):
     tau = opts.get("tau", 0.005)
     s = [ref_dot(e, a, b), ref_dot(e, a, c), ref_dot(e, b, c)]
     terms = s[:2] if kind == "directed" else s
-    return -torch.log(torch.exp(s[0] / tau) / sum(torch.exp(x / tau) for x in terms))
+    p = torch.exp(s[0] / tau) / sum(torch.exp(x / tau) for x in terms)
+    if opts.get("floor") is not None:  # the original's -log(max(p, 1e-12))
+        p = torch.clamp(p, min=opts["floor"])
+    return -torch.log(p)
 
 
 def ref_triplet(opts, e, a, b, c, kind):
@@ -94,7 +97,7 @@ class Reference(NamedTuple):
 
 
 REFERENCES: dict[str, Reference] = {
-    "ste": Reference(ref_ste, [{}, {"tau": 0.5}]),
+    "ste": Reference(ref_ste, [{}, {"tau": 0.5}, {"tau": 0.02, "floor": 1e-6}]),
     "triplet": Reference(ref_triplet, [{}, {"margin": 0.5}]),
     "double_margin": Reference(ref_double_margin, [{}, {"beta": 1.0, "margin": 0.3}]),
     "double_contrastive": Reference(ref_double_contrastive, [{}, {"margin_positive": 0.3, "margin_negative": 1.2}]),
@@ -273,3 +276,19 @@ def test_the_three_dot_product_paths_agree(rows, count, monkeypatch):
     assert _geometry._dots_path(1854, 3333, torch.device("cpu")) == "sparse"
     assert _geometry._dots_path(40, 3000, torch.device("cpu")) == "dense"
     assert _geometry._dots_path(1854, 100, torch.device("cpu")) == "gather"
+
+
+def test_ste_floor_gives_no_gradient_to_a_badly_violated_triplet():
+    """The original's -log(max(p, 1e-12)) at tau = 0.005: a directed triplet violated by 0.2 in cosine
+    has p ~ e^-40 < 1e-12, so it contributes no gradient; the stable form keeps one of order 1/tau."""
+    e = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6]], dtype=torch.float64, requires_grad=True)  # s01 = 0.6, s02 = 0.8
+    trip = torch.tensor([[0, 1, 2]])
+    floored = create_loss("ste", tau=0.005, floor=1e-12)(e, trip, "directed")
+    floored.backward()
+    assert floored.item() == pytest.approx(-math.log(1e-12)) and torch.count_nonzero(e.grad) == 0
+    e.grad = None
+    stable = create_loss("ste", tau=0.005)(e, trip, "directed")
+    stable.backward()
+    assert stable.item() == pytest.approx(0.2 / 0.005, rel=1e-6) and e.grad.abs().max() > 100
+    with pytest.raises(UserError, match="floor"):
+        create_loss("ste", floor=2.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 import torch
@@ -47,19 +46,44 @@ def _train(spec, out, **kw):
 
 def test_teacher_run_end_to_end(run3, data):
     spec = yaml.safe_load((run3 / "spec.yaml").read_text())
-    assert spec["method"] == "teacher" and spec["repeats"] == 3 and spec["model"]["dim"] == 8
+    assert spec["method"] == "teacher" and spec["repeats"] == 3 and spec["model"]["dim"] == 8 and spec["select"] == "each"
     run = RunDir(run3)
-    assert run.state() == "finished" and run.best_weights.is_file()
-    best = run.best_info()
+    assert run.state() == "finished" and not run.best_weights.is_file(), "select: each keeps the best passes in the model itself"
     evals = [r for r in run.read_metrics() if r["type"] == "eval"]
     assert len(evals) == 4 and all({"val/accuracy", "val/accuracy_r0", "val/accuracy_r2", "val/ensemble_accuracy"} <= set(r) for r in evals)
-    assert best["value"] == max(r["val/accuracy"] for r in evals) and best["metric"] == "val/accuracy"
     assert evals[-1]["val/accuracy"] > 0.6, "the planted structure is learned (chance is 1/3)"
-    model = load_model(run.best_weights)
+    model = load_model(run.final_weights)
     assert model().shape == (40, 3, 8)
-    # the validation triplets are the dataset's val split, never its test split
-    summary = json.loads((run3 / "summary.json").read_text())
-    assert summary["best"]["epoch"] >= 1
+    # every repetition keeps the table of its own best validation pass, and exports it
+    for i in range(3):
+        assert model.best_value[i].item() == pytest.approx(max(r[f"val/accuracy_r{i}"] for r in evals))
+    best = torch.nn.functional.normalize(model.best_weight.clamp_min(0), dim=-1).transpose(0, 1)
+    assert torch.allclose(model.embed(torch.arange(40))["embedding"], best)
+
+
+def test_teachers_cannot_score_items_they_never_saw(tmp_path):
+    """The paper's stage layout (an item split 0.6/0.2/0.2): the teachers learn the train and val
+    items; test triplets name items whose rows were never trained: one sentence, not a figure."""
+    data, _ = build(tmp_path / "d", split_by="item", split="0.6,0.2,0.2")
+    run = tmp_path / "t"
+    assert cli("train", "--preset", "things_p_ste", "--data", data, "--out", run, "--device", "cpu", *sets(FAST)).exit_code == 0
+    card = load_model(RunDir(run).final_weights).simtool_card
+    assert card["context"]["trained_items"] == ["train", "val"]
+    refused = cli("evaluate", run, "--type", "triplets", "--split", "all", "--set", "triplet_split=test")
+    assert refused.exit_code == 2 and "never saw" in refused.output and "Traceback" not in refused.output
+    fine = cli("evaluate", run, "--type", "triplets", "--split", "all", "--set", "triplet_split=train", "--out", tmp_path / "r.json")
+    assert fine.exit_code == 0, fine.output
+
+
+def test_select_together_keeps_one_best_epoch(tmp_path, data):
+    out = tmp_path / "together"
+    _train(_spec(data, "select=together", "checkpoint.best=val/accuracy", repeats=2), out)
+    run = RunDir(out)
+    evals = [r for r in run.read_metrics() if r["type"] == "eval"]
+    assert run.best_info()["value"] == max(r["val/accuracy"] for r in evals)
+    assert not load_model(run.best_weights).keep_best
+    with pytest.raises(Exception, match="select: each"):
+        _spec(data, "checkpoint.best=val/accuracy")
 
 
 def test_repetitions_train_as_separate_runs(tmp_path, data):
@@ -90,11 +114,10 @@ def test_resume_is_exact(tmp_path, data):
     with pytest.raises(TrainingInterrupted):
         _train(spec, tmp_path / "cut", stop_after_steps=13)  # mid-epoch (9 steps per epoch)
     stage.resume(tmp_path / "cut", console=Console(file=io.StringIO()))
-    for name in ("final", "best"):
-        a = load_model(tmp_path / "full" / "checkpoints" / f"{name}.safetensors").weight
-        b = load_model(tmp_path / "cut" / "checkpoints" / f"{name}.safetensors").weight
-        assert torch.equal(a, b), name
-    assert RunDir(tmp_path / "cut").best_info() == RunDir(tmp_path / "full").best_info()
+    a = load_model(tmp_path / "full" / "checkpoints" / "final.safetensors").state_dict()
+    b = load_model(tmp_path / "cut" / "checkpoints" / "final.safetensors").state_dict()
+    assert a.keys() == b.keys() and {"weight", "best_weight", "best_value"} <= set(a)
+    assert all(torch.equal(a[k], b[k]) for k in a), "weights and each repetition's best pass resume exactly"
 
 
 def test_validation_without_a_val_split_holds_out_training_triplets(tmp_path):
@@ -121,9 +144,9 @@ def test_export_teachers(tmp_path, run3, data):
     t = emb.tensor(emb.models[0]["name"], "embedding")
     assert t.shape == (40, 3, 8)
     assert emb.ids.tolist() == [f"item{i}" for i in range(40)] or sorted(emb.ids.tolist()) == sorted(f"item{i}" for i in range(40))
-    model = load_model(RunDir(run3).best_weights)
-    assert torch.allclose(t, model().detach()), "the best weights, rows in item order"
-    assert emb.models[0]["weights"] == "best"
+    model = load_model(RunDir(run3).final_weights)
+    assert torch.allclose(t, model.embed(torch.arange(40))["embedding"].detach()), "each repetition's best table, rows in item order"
+    assert emb.models[0]["weights"] == "final"
     assert len(emb.triplets) > 0 and set(emb.triplets.split.tolist()) == {"train", "val", "test"}
     # another teacher run stacks along R
     one = tmp_path / "one"
@@ -151,8 +174,9 @@ def test_teacher_failures(tmp_path, data, tiny_world, tiny_run):
     fails("train", "--preset", "things_p_ste", "--data", data, "--out", tmp_path / "b", "--device", "cpu", text="more than the")
     fails("train", "--preset", "things_p_ste", "--data", data, "--set", "loss.name=stmr", "--dry-run", text="is a relational loss")
     fails("train", "--preset", "things_p_ste", "--data", data, "--set", "loss.options.tau=-1", "--dry-run", text="tau=-1")
-    fails("train", "--preset", "things_p_ste", "--data", data, *sets(FAST + ["checkpoint.best=val/nope"]), "--out", tmp_path / "c", "--device", "cpu",
-          text="is not a figure this method's validation reports")
+    fails("train", "--preset", "things_p_ste", "--data", data, *sets(FAST + ["select=together", "checkpoint.best=val/nope"]), "--out", tmp_path / "c",
+          "--device", "cpu", text="is not a figure this method's validation reports")
+    fails("train", "--preset", "things_p_ste", "--data", data, *sets(["checkpoint.best=val/accuracy"]), "--dry-run", text="set select=together")
     fails("train", "--preset", "things_p_ste", "--data", data, *sets(FAST + ["data.train_splits=[test]"]), "--dry-run", text="never train or validate")
     fails("train", "--resume", tiny_run, "--repeats", "2", text="--resume continues")
     run = tmp_path / "r"

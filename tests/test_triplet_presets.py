@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from simtool.errors import UserError
 from simtool.methods import list_presets, resolve_train_spec
 from simtool.specs.base import flatten
 
@@ -28,9 +29,13 @@ DIRECT_LOSS = {
     "cont": ("double_contrastive", {"margin_positive": 0.0, "margin_negative": 1.0}),
     "dm": ("double_margin", {"margin": 0.2, "beta": 1.2}),
     "ms": ("double_multisimilarity", {"lam": 0.5, "alpha": 2.0, "beta": 40.0}),  # the paper's "margin" is the threshold lambda
-    "ste": ("ste", {"tau": 0.005}),
+    "ste": ("ste", {"tau": 0.005, "floor": 1e-12}),  # the original's -log(max(p, 1e-12))
     "trip": ("triplet", {"margin": 0.2}),
 }
+# the paper's stage layout (ditdml): teachers and the direct route train on every triplet among the
+# first 80 % of the items (train + val) and pick their epoch on 20 % of those, held out
+STAGE = {"data.train_splits": ["train", "val"], "data.val_split": "val", "data.val_fraction": 0.2}
+SAMPLES = {"things": 2, "ihsjc": 3, "yummly": 1, "zappos": 1}  # image triplets per class triplet
 TEACHER_LOSS = {"ste": ("ste", {"tau": 0.5}), "trip": ("triplet", {"margin": 0.5})}
 STUDENT_LOSS = {
     "mtt": ("mtt", {"teacher_margin": 0.0, "margin": 0.2}),
@@ -55,19 +60,22 @@ for ds, batch in BATCH.items():
         EXPECTED[f"{ds}_p_{key}"] = {"method": "teacher", "model.dim": 128, "model.l1": 1e-6, "model.init_mean": 0.5, "model.init_std": 0.2,
                                      "loss.name": loss, "loss.options": opts, "optim.name": "adam", "optim.lr": 1e-3, "optim.weight_decay": 1e-4,
                                      "optim.param_groups": [{"match": "weight", "lr": None, "lr_scale": None, "weight_decay": 0.0, "freeze": False}],
-                                     "loop.epochs": 100, "loop.batch_size": batch["p"] // 3, "checkpoint.best": "val/accuracy", "checkpoint.best_mode": "max"}
+                                     "loop.epochs": 100, "loop.batch_size": batch["p"] // 3, "checkpoint.best": None, "select": "each",
+                                     "precision": "fp32", **STAGE}
     if "d" in batch:
         for key, (loss, opts) in DIRECT_LOSS.items():
             EXPECTED[f"{ds}_d_{key}"] = {"method": "direct", **RESNET, "loss.name": loss, "loss.options": opts, "optim.name": "adam", "optim.lr": 1e-4,
                                          "optim.weight_decay": 1e-4, "loop.epochs": 10, "loop.batch_size": batch["d"] // 3, "data.image_size": 224,
-                                         "augment.min_crop": 0.08, "augment.flip": 0.5, "checkpoint.best": "val/accuracy"}
+                                         "augment.min_crop": 0.08, "augment.flip": 0.5, "checkpoint.best": "val/accuracy", "precision": "fp32",
+                                         "data.samples_per_triplet": SAMPLES[ds], "data.eval_transform": "resize_crop", **STAGE}
     for key, (loss, opts) in STUDENT_LOSS.items():
         for vit in (False, True):
             fam = "se_rkd" if key == "rkd" else "se"
             EXPECTED[f"{ds}_se_{key}{'_vit' if vit else ''}"] = {
                 "method": "distill", **(VITB if vit else RESNET), "loss.name": loss, "loss.options": opts, "optim.name": "adam", "optim.lr": 1e-6,
                 "optim.weight_decay": 1e-4, "loop.epochs": 100, "loop.batch_size": batch[fam + ("_vit" if vit else "")], "data.image_size": 224,
-                "validation.threshold": 0.2, "validation.triplets": 1_000_000, "checkpoint.best": "val/fstrt"}
+                "validation.threshold": 0.2, "validation.triplets": 1_000_000, "checkpoint.best": "val/fstrt", "precision": "fp32",
+                "data.samples_per_triplet": SAMPLES[ds], "data.eval_transform": "resize_crop", "data.last_batch": None}
 for ds in ("cub", "cars", "sop"):
     for key in ("rkd", "stmr"):
         loss, opts = STUDENT_LOSS[key]
@@ -97,7 +105,9 @@ def test_preset_resolves_to_the_paper(name):
 
 
 def test_paper_presets_run_offline_through_a_profile_or_a_set():
-    spec = resolve_train_spec("things_se_stmr")  # no data: the toy world's triplets and its profile
+    with pytest.raises(UserError, match="made for a real dataset: pass --data DIR"):
+        resolve_train_spec("things_se_stmr")  # no data: never the toy world's triplets silently
+    spec = resolve_train_spec("things_se_stmr", profile="toyworld")  # asked for: the toy world's triplets and its profile
     assert spec.profile == "toyworld" and spec.model.pretrained is False and spec.model.backbone == "test_resnet" and spec.data.image_size == 64
     spec = resolve_train_spec("cub_se_rkd", data="/some/cub", sets=["model.pretrained=false"])
     assert spec.model.pretrained is False and spec.model.backbone.startswith("vit_small")

@@ -47,7 +47,25 @@ def sample_crop_box(width: int, height: int, scale: tuple[float, float], ratio: 
 
 
 def center_box(frac: float) -> tuple[float, float, float, float]:
-    """The central ``frac`` of each side (the original's evaluation crop: 0.875 = 224/256)."""
+    """The central ``frac`` of each side, whatever the aspect ratio (resized to a square, this
+    distorts a non-square frame): the time/context route's evaluation crop."""
     return (1 - frac) / 2, (1 - frac) / 2, frac, frac
+
+
+def center_square_box(width: int, height: int, frac: float) -> tuple[float, float, float, float]:
+    """The centred square of side ``frac * min(width, height)``, in relative coordinates: resized to
+    ``S`` it is torchvision's ``Resize(S / frac)`` (short side) then ``CenterCrop(S)``, the
+    evaluation transform of timm and of the triplet route's original (aspect ratio kept)."""
+    side = frac * min(width, height)
+    return (width - side) / 2 / width, (height - side) / 2 / height, side / width, side / height
+
+
+def eval_box_fn(transform: str, frac: float):
+    """``box_fn(width, height)`` of an evaluation ``transform`` recorded in a model card's ``input``:
+    ``center_crop`` (:func:`center_box`) or ``resize_crop`` (:func:`center_square_box`)."""
+    if transform == "resize_crop":
+        return lambda w, h: center_square_box(w, h, frac)
+    box = center_box(frac)
+    return lambda w, h: box
 
 

@@ -23,11 +23,11 @@ The noisy observer (temperature ``tau = 0.1``):
 * directed: shown an anchor ``a`` and ``b``, ``c``, it calls ``b`` closer with probability
   ``sigmoid((s_ab - s_ac) / tau)``; the triplet is ``(a, closer, farther)``.
 
-Triplets are three distinct objects drawn uniformly. Splits follow the toy world's object split and
-the paper's layout (teachers validate on held-out judgements of the objects they learn, students are
-tested on held-out objects): ``train`` and ``val`` triplets (90 % / 10 %) are drawn among the
-training and validation objects, ``test`` triplets among the test objects only. By default
-``per_object = 40`` triplets of each kind per object of the region.
+Triplets are three distinct objects drawn uniformly. The split is the toy world's object split, in
+the paper's staged layout: triplets are drawn among the training and validation objects together
+(the teachers' part) and among the test objects alone (never seen before the test); a triplet's
+split is the split its three objects share, "" when it mixes training and validation objects. By
+default ``per_object = 40`` triplets of each kind per object of the region.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ HUE_WIDTH = 0.1
 PROPORTION_WIDTH = 0.2
 OBSERVER_TAU = 0.1
 PER_OBJECT = 40
-VAL_FRACTION = 0.1
 MAX_SIMILARITY = float(sum(WEIGHTS.values()))
 
 
@@ -107,10 +106,10 @@ def simulate(objects: dict, object_split: np.ndarray, seed: int, per_object: int
         n = per_object * len(pool)
         for kind in ("odd-one-out", "directed"):
             t = judge(sim, _distinct_triples(pool, n, rng), kind, rng)
-            if region == "test":
-                split = np.full(n, "test", dtype="<U5")
-            else:
-                split = np.where(rng.random(n) < VAL_FRACTION, "val", "train").astype("<U5")
+            if region == "learn":
+                rng.random(n)  # the draw of the earlier per-triplet split: kept, so the judgements stay the same
+            s = object_split[t]
+            split = np.where((s[:, 0] == s[:, 1]) & (s[:, 1] == s[:, 2]), s[:, 0], "").astype("<U5")
             trips.append(t)
             kinds.append(np.full(n, kind, dtype="<U11"))
             splits.append(split)

@@ -20,6 +20,18 @@ repetitions' cosine similarities (``ensemble_accuracy``; ``--set ensemble=distan
 Euclidean distance, the losses' teacher signal). Records have ``level`` = the triplet kind and carry
 every triplet's correctness (0/1) for ``compare``'s bootstrap intervals. Which triplets:
 ``triplet_split`` (default: the embeddings' split, ``test`` when they cover all splits).
+
+**Image models of items with several images** (THINGS concepts, IHSJC classes, the toy world's
+objects) are scored on individual images, as the original: every item triplet is sampled K times
+(``samples``; default the model's ``samples_per_triplet``: the paper's 2 for THINGS, 3 for IHSJC),
+each member shown by one of its item's images at random (seeded by ``sample_seed``, the same draw
+for every model and layer; :func:`~simtool.metrics.triplets.sample_image_triplets`), and every
+sampled image triplet is one unit of the record (condition ``images=sample K=...``).
+``images: mean`` scores the items' renormalised mean embeddings instead (condition ``images=mean``).
+
+**Teachers** (index models) have a learned row only for the items they trained on: in the paper's
+staged layout the test items are never seen, so scoring test triplets on teachers is one sentence,
+not a figure at chance (their validation accuracy is in the run's ``metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -36,8 +48,8 @@ from simtool.errors import UserError
 from simtool.evaluators._registry import Evaluator, register_evaluator, select_layers
 from simtool.formats.results import attach_sample
 from simtool.formats.triplets import TRIPLET_KINDS
-from simtool.metrics.triplets import correct_from_distances, triplet_distances
-from simtool.specs.base import Spec
+from simtool.metrics.triplets import correct_from_distances, sample_image_triplets, triplet_distances
+from simtool.specs.base import Seed, Spec
 
 KINDS = TRIPLET_KINDS
 
@@ -50,6 +62,12 @@ class TripletsOptions(Spec):
     triplet_split: Optional[Literal["train", "val", "test", "all"]] = Field(None, description="triplets of this split (default: the embeddings' split; "
                                                                                               "test when they hold all)")
     kind: Optional[Literal["directed", "odd-one-out"]] = Field(None, description="kind of every triplet of a --labels file without a kind column")
+    images: Literal["sample", "mean"] = Field("sample", description="image models of items with several images: score individual images, "
+                                                                   "K image triplets sampled per item triplet (the original's), or the items' "
+                                                                   "renormalised mean embeddings")
+    samples: Optional[int] = Field(None, ge=1, le=1000, description="K image triplets per item triplet (default: the model's samples_per_triplet, "
+                                                                    "the paper's 2 THINGS, 3 IHSJC; else 1)")
+    sample_seed: Seed = Field(0, description="seed of the image samples (the same for every model and layer)")
 
 
 def _split(options, emb) -> str:
@@ -108,6 +126,25 @@ def read_triplet_array(path, labels, options):
                       split="all", info={}, path=path, triplets=triplets)
 
 
+IMAGE_SAMPLES = 912  # the stream tag of the image samples (with the option sample_seed)
+
+
+def check_trained_items(emb, model: dict, trip, which: str) -> None:
+    """A teacher (an index model) has a learned row only for the items it trained on (its card's
+    ``trained_items``: the item splits of an item or class layout); scoring triplets on other items
+    would score its random initialisation, so that is one sentence instead of a figure near chance."""
+    trained = (model.get("context") or {}).get("trained_items")
+    if not trained or not emb.has("split") or not len(trip):
+        return
+    item_split = emb.column("split").astype(str)
+    outside = ~np.isin(item_split[trip.index], trained).all(1)
+    if outside.any():
+        raise UserError(f"{model['name']} holds teachers that learned only the items of the {'/'.join(trained)} split(s); "
+                        f"{int(outside.sum())} of these {len(trip)} {which!r} triplets name items they never saw, whose rows are untrained. "
+                        "Their validation accuracy is in the run's metrics.jsonl (val/accuracy); to score held-out items, score a student "
+                        "trained from them (or evaluate the teachers with --set triplet_split=train).")
+
+
 @register_evaluator("triplets", TripletsOptions, array_reader=read_triplet_array)
 class TripletsEvaluator(Evaluator):
 
@@ -115,6 +152,8 @@ class TripletsEvaluator(Evaluator):
         tag = _split(options, emb)
         if options.ensemble != "similarity":
             tag += "-ensemble-" + options.ensemble
+        if emb.images and options.images == "mean":
+            tag += "-images-mean"
         return tag + ("-cosine" if options.distance == "cosine" else "")
 
     def evaluate(self, emb, options, layers=None) -> list[dict]:
@@ -134,21 +173,30 @@ class TripletsEvaluator(Evaluator):
         records = []
         for model in emb.models:
             reps = model.get("repetitions") or []
+            check_trained_items(emb, model, trip, which)
             for layer in select_layers(model, layers):
                 x = emb.tensor(model["name"], layer)
+                per_image = emb.images.get(f"{model['name']}/{layer}") if options.images == "sample" else None
+                k_samples = int(options.samples or (model.get("context") or {}).get("samples_per_triplet") or 1)
+                cond = condition + (f" images=sample K={k_samples}" if per_image is not None else " images=mean" if emb.images else "")
                 r = x.shape[1]
                 for kind in [k for k in KINDS if (trip.kind == k).any()]:
-                    idx = torch.from_numpy(trip.index[trip.kind == kind])
-                    d = triplet_distances(x, idx, options.distance, reduce="none")  # (T, R, 3)
+                    idx = trip.index[trip.kind == kind]
+                    if per_image is not None:  # K image triplets per item triplet, one random image of each item
+                        images = sample_image_triplets(idx, emb.image_row, k_samples, np.random.default_rng([options.sample_seed, IMAGE_SAMPLES]))
+                        x_scored, idx = per_image.unsqueeze(1), torch.from_numpy(images)
+                    else:
+                        x_scored, idx = x, torch.from_numpy(idx)
+                    d = triplet_distances(x_scored, idx, options.distance, reduce="none")  # (T, R, 3)
                     correct = correct_from_distances(d, kind)  # (T, R)
                     base = dict(run=model["name"], method=model.get("method"), preset=model.get("preset"), layer=layer,
-                                level=kind, condition=condition, dataset=emb.dataset.get("fingerprint"))
+                                level=kind, condition=cond, dataset=emb.dataset.get("fingerprint"))
                     for i in range(r):
                         seed, repeat = (reps[i]["seed"], reps[i]["repeat"]) if i < len(reps) else (model.get("seed"), i)
                         records.append(self._record(base, "accuracy", correct[:, i], seed, repeat, f"repetition {i} of {r}"))
                     if r > 1:
                         if options.ensemble == "similarity":
-                            dm = triplet_distances(x, idx, "cosine", reduce="mean")
+                            dm = triplet_distances(x_scored, idx, "cosine", reduce="mean")
                         else:
                             dm = d.mean(1)
                         records.append(self._record(base, "ensemble_accuracy", correct_from_distances(dm, kind), model.get("seed"), 0,
@@ -160,7 +208,8 @@ class TripletsEvaluator(Evaluator):
         n = len(c)
         p = float(c.mean()) if n else None
         se = math.sqrt(p * (1 - p) / n) if n else None
-        rec = self.record(**base, metric=metric, seed=seed, repeat=repeat, value=p, n=n, se=se, note=note)
+        chance = 0.5 if base.get("level") == "directed" else 1 / 3
+        rec = self.record(**base, metric=metric, seed=seed, repeat=repeat, value=p, n=n, se=se, note=note, chance=chance)
         if n:
             attach_sample(rec, c, "triplet", denominator=1)
         return rec

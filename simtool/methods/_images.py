@@ -5,9 +5,11 @@ and timm): RandomResizedCrop to ``image_size`` (area ``min_crop``..1, aspect 3/4
 flip with probability ``flip``, colour jitter with probability ``jitter`` (the ViT configs: 1.0,
 brightness/contrast/saturation 0.4), then normalisation with the backbone's mean and std
 (:class:`~simtool.data.augment.BatchAugment` in ``classic`` mode, :data:`StudentAugmentSpec`).
-Evaluation images are the central ``eval_crop`` of each side (the backbone's ``crop_pct``: 0.875
-for ResNet-50 = 224/256, 0.9 for ViT) resized to ``image_size``, exactly what ``save-embeddings``
-does with the model card's ``input``.
+Evaluation images follow the backbone's own evaluation transform (``data.eval_transform:
+resize_crop``): the short side resized to ``image_size / eval_crop`` and the centre square taken
+(``eval_crop`` = the backbone's ``crop_pct``: 0.875 for ResNet-50 = 224/256, 0.9 for ViT), with
+the backbone's interpolation (bicubic for timm's ViTs), as the original; exactly what
+``save-embeddings`` does with the model card's ``input``.
 
 Images are read by :class:`~simtool.data.loading.StoreLoader`: frames already stored square at the
 training size (the toy world) are decoded once into memory and cropped on the training device;
@@ -24,7 +26,7 @@ import torch
 from pydantic import Field
 
 from simtool.data.augment import BatchAugment, normalize
-from simtool.data.images import center_box
+from simtool.data.images import eval_box_fn
 from simtool.data.loading import StoreLoader
 from simtool.rng import Streams, torch_generator
 from simtool.specs.augment import CropColourSpec, augment_spec
@@ -40,7 +42,14 @@ class ImageDataSpec(ImageLoadingSpec):
     """What every image method's ``data`` section has beyond ``path``."""
 
     image_size: int = Field(224, ge=16, le=1024)
-    eval_crop: Optional[float] = Field(None, gt=0, le=1, description="central fraction of each side at evaluation; default: the backbone's crop_pct")
+    eval_crop: Optional[float] = Field(None, gt=0, le=1, description="evaluation crop fraction; default: the backbone's crop_pct (0.875 ResNet, 0.9 ViT)")
+    eval_transform: Literal["resize_crop", "center_box"] = Field(
+        "resize_crop", description="resize_crop: the centred square of eval_crop of the short side, resized with the backbone's interpolation "
+                                   "(torchvision Resize(S / crop) + CenterCrop(S), the original's); center_box: the central eval_crop of each side "
+                                   "resized to a square, bilinear (simtool's first release; distorts non-square images)")
+    samples_per_triplet: int = Field(1, ge=1, le=100, description="image triplets drawn per item triplet, one random image of each item: per epoch "
+                                                                  "(direct) and when validated or scored (the paper: 2 THINGS, 3 IHSJC; 1 when items "
+                                                                  "have one image)")
 
 
 class StudentSpec(Spec):
@@ -65,10 +74,12 @@ class ImagePipeline:
     """Loads and augments batches of stored images (see the module docstring)."""
 
     def __init__(self, store, data: ImageDataSpec, augment, mean, std, crop_pct: float, train_images: np.ndarray, seed: int, rank: int,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, interpolation: str = "bilinear"):
         self.size = data.image_size
         self.mean, self.std = list(mean), list(std)
         self.eval_crop = float(data.eval_crop if data.eval_crop is not None else crop_pct)
+        self.eval_transform = "resize_crop" if data.eval_transform == "resize_crop" else "center_crop"
+        self.interpolation = (interpolation if interpolation in ("bilinear", "bicubic") else "bilinear") if self.eval_transform == "resize_crop" else "bilinear"
         self.seed, self.rank, self.pin_memory = seed, rank, pin_memory
         self.store = store
         self.loader = StoreLoader(store, self.size, data.cache, data.num_workers, train_images)
@@ -86,11 +97,12 @@ class ImagePipeline:
         return self.aug(x, torch_generator(self.seed, epoch, step, self.rank, Streams.AUGMENT))
 
     def eval_images(self, image_indices: np.ndarray, device: torch.device) -> torch.Tensor:
-        box = center_box(self.eval_crop)
-        return normalize(self.store.load_crops(image_indices, lambda w, h: box).to(device), self.mean, self.std)
+        crops = self.store.load_crops(image_indices, eval_box_fn(self.eval_transform, self.eval_crop), self.interpolation)
+        return normalize(crops.to(device), self.mean, self.std)
 
     def card_input(self) -> dict:
-        return {"image_size": self.size, "transform": "center_crop", "crop_frac": self.eval_crop, "mean": self.mean, "std": self.std}
+        return {"image_size": self.size, "transform": self.eval_transform, "crop_frac": self.eval_crop, "interpolation": self.interpolation,
+                "mean": self.mean, "std": self.std}
 
 
 @torch.no_grad()

@@ -7,9 +7,13 @@ workshops. Not a method itself.
   checked against :func:`simtool.losses.create_loss` and, in :class:`LabelledLossSpec` and
   :class:`RelationalLossSpec`, the calling convention the method needs.
 * :func:`select_triplets`: the training and validation triplets of a ``triplets`` dataset. Training
-  = the triplets of ``train_splits``; validation = those of ``val_split`` when the dataset has some
-  (and it is not a training split), else a seeded ``val_fraction`` of the training triplets held out
-  once (a 90/10 THINGS build has no val split). The test split is never used for either.
+  = the part ``train_splits``: with an item or class split (the paper's staged layout) every triplet
+  whose three items lie in those item splits, so ``[train, val]`` is the teachers' and the direct
+  route's part (the triplets that mix train and val items included) and ``[train]`` the students';
+  with a triplet split, the triplets of those splits. Validation = the part ``val_split`` when it is
+  not a training split and holds triplets, else a seeded ``val_fraction`` of the training triplets
+  held out once (the paper: 0.2 of the train+val part). No triplet touching a test item ever trains
+  or validates.
 * :func:`labelled_loss`: a labelled loss over triplets whose kind may differ from row to row (the toy
   world's triplets mix odd-one-out and directed judgements): one call per kind present.
 * :func:`triplet_scores`: accuracy of every repetition and of the ensemble, per kind and overall.
@@ -94,6 +98,7 @@ class TripletSets:
     val: np.ndarray  # (V, 3)
     val_kind: np.ndarray  # (V,)
     val_source: str  # "split val" | "10% of the training triplets" | "none"
+    trained_items: list[str] | None = None  # the item splits whose items train (item or class split), None: every item
 
 
 def select_triplets(ds, splits: TripletSplitSpec, seed: int) -> TripletSets:
@@ -101,12 +106,11 @@ def select_triplets(ds, splits: TripletSplitSpec, seed: int) -> TripletSets:
     if not isinstance(ds, TripletsDataset):
         raise UserError(f"{ds.root} is a {ds.kind} dataset; this method trains on triplet labels: "
                         "build one with simtool build-data --format triplets (or --format toyworld, whose triplets are in DIR/triplets).")
-    train_rows = np.concatenate([ds.triplet_rows(s) for s in dict.fromkeys(splits.train_splits)])
-    train_rows.sort()
+    train_rows = ds.triplets_among(splits.train_splits)
     val_rows = np.zeros(0, dtype=np.int64)
     source = "none"
     if splits.val_split not in splits.train_splits:
-        val_rows = ds.triplet_rows(splits.val_split)
+        val_rows = ds.triplets_among([splits.val_split])
         if len(val_rows):
             source = f"split {splits.val_split}"
     if not len(val_rows) and splits.val_fraction > 0 and len(train_rows) > 1:
@@ -120,7 +124,8 @@ def select_triplets(ds, splits: TripletSplitSpec, seed: int) -> TripletSets:
         have = ", ".join(f"{s} {int((ds.triplet_split == s).sum())}" for s in ("train", "val", "test"))
         raise UserError(f"The dataset {ds.root} has no triplets in {', '.join(splits.train_splits)} (it has: {have}); set data.train_splits.")
     kinds = kind_codes(ds.triplet_kind)
-    return TripletSets(ds.triplets[train_rows], kinds[train_rows], ds.triplets[val_rows], kinds[val_rows], source)
+    trained = list(dict.fromkeys(splits.train_splits)) if ds.items_split else None
+    return TripletSets(ds.triplets[train_rows], kinds[train_rows], ds.triplets[val_rows], kinds[val_rows], source, trained)
 
 
 def labelled_loss(loss_fn, emb: torch.Tensor, trip: torch.Tensor, kind: torch.Tensor | None, single: str | None) -> torch.Tensor:

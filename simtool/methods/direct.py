@@ -6,11 +6,16 @@ workshops: the baseline the teachers beat. Every step takes ``loop.batch_size`` 
 it has several, as the paper's image triplets sampled from class triplets), embeds the ``3 x T``
 images with the student network (:class:`~simtool.models.student.StudentModel`) and applies a
 labelled loss (``ste``, ``triplet``, ``double_margin``, ``double_contrastive``,
-``double_multisimilarity``) to the triplets, directed or odd-one-out as the dataset says.
+``double_multisimilarity``) to the triplets, directed or odd-one-out as the dataset says. An epoch
+covers every training item triplet ``data.samples_per_triplet`` times (K, the original's image
+triplets per class triplet: 2 THINGS, 3 IHSJC), each time with fresh random images. The paper's
+presets train in fp32 on the part ``[train, val]`` of the item layout (the teachers' part) and take
+the ``ste`` loss with the original's probability floor (``floor: 1e-12``).
 
-Validation (see :func:`~simtool.methods._triplets.select_triplets`; never the test split):
-``val/accuracy``, the fraction of correct validation triplets, an item being the mean embedding of
-its images. ``checkpoint.best: val/accuracy`` keeps the best epoch.
+Validation (see :func:`~simtool.methods._triplets.select_triplets`; never the test items):
+``val/accuracy``, the fraction of correct validation image triplets, K sampled once per validation
+item triplet (:func:`~simtool.metrics.triplets.sample_image_triplets`). ``checkpoint.best:
+val/accuracy`` keeps the best epoch.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ from typing import Iterator, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from simtool.engine.method import StepInfo
 from simtool.errors import UserError
 from simtool.methods._common import DatasetMethod, StepPlan, rank_share
-from simtool.methods._images import ImageDataSpec, ImagePipeline, StudentAugmentSpec, StudentSpec, create_student, embed_images, item_means
+from simtool.methods._images import ImageDataSpec, ImagePipeline, StudentAugmentSpec, StudentSpec, create_student, embed_images
 from simtool.methods._registry import register_method
 from simtool.methods._triplets import LabelledLossSpec, TripletSplitSpec, labelled_loss, select_triplets, single_kind, triplet_scores
+from simtool.metrics.triplets import sample_image_triplets
 from simtool.rng import Streams, numpy_rng
 from simtool.specs.common import BaseDataSpec, CommonSpec
 
@@ -38,6 +45,7 @@ class DirectSpec(CommonSpec):
     """Train spec of the direct route (an image network on the triplet labels)."""
 
     method: Literal["direct"] = "direct"
+    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="the triplet route trains in fp32 as the original (bf16: autocast on CUDA)")
     data: DirectDataSpec = DirectDataSpec()
     model: StudentSpec = StudentSpec()
     loss: LabelledLossSpec = LabelledLossSpec(name="ste", options={"tau": 0.005})
@@ -65,19 +73,21 @@ class Direct(DatasetMethod):
         if not len(self.train):
             raise UserError(f"No training triplet of {ds.root} has an image for all three items; the direct route needs item images.")
         self.kind = single_kind(np.concatenate([self.train_kind, self.val_kind]))
-        self.plan = StepPlan.of(spec, dist, len(self.train), unit="triplets")
+        self.samples = spec.data.samples_per_triplet  # an epoch covers K image triplets per item triplet (the original's)
+        self.plan = StepPlan.of(spec, dist, len(self.train) * self.samples, unit="triplets", pool="training image triplets")
         self.per_device, self._steps = self.plan.per_device, self.plan.steps
         self.model = create_student(spec.model)
         cfg = self.model.input_config
         train_items = np.unique(self.train)
         train_images = np.concatenate([rows.image[self.start[i] : self.start[i] + self.count[i]] for i in train_items])
         self.pipe = ImagePipeline(ds.images(spec.data.image_size), spec.data, spec.augment, cfg["mean"], cfg["std"], cfg["crop_pct"],
-                                  train_images, spec.seed, dist.rank,
-                                  pin_memory=device.type == "cuda")
+                                  train_images, spec.seed, dist.rank, pin_memory=device.type == "cuda", interpolation=cfg["interpolation"])
+        self._val_images = None
         self.loss_fn = spec.loss.build("labelled")
         if console is not None and dist.is_main:
-            console.print(f"direct: {len(self.train)} training triplets ({self.kind or 'mixed kinds'}), validation: {len(self.val)} ({self.val_source}); "
-                          f"{self._steps} steps per epoch of {self.per_device} triplets.", soft_wrap=True, highlight=False)
+            console.print(f"direct: {len(self.train)} training triplets ({self.kind or 'mixed kinds'}) x {self.samples} image sample(s), "
+                          f"validation: {len(self.val)} ({self.val_source}); {self._steps} steps per epoch of {self.per_device} triplets.",
+                          soft_wrap=True, highlight=False)
 
     def steps_per_epoch(self) -> int:
         return self._steps
@@ -93,7 +103,7 @@ class Direct(DatasetMethod):
 
     def batches(self, epoch: int, start_step: int) -> Iterator:
         rng = numpy_rng(self.spec.seed, epoch, Streams.EPOCH_ORDER)
-        order = rank_share(rng.permutation(len(self.train)), self.plan, self.dist.rank)
+        order = rank_share(rng.permutation(len(self.train) * self.samples) % len(self.train), self.plan, self.dist.rank)
         plan = []
         for s in range(start_step, self._steps):
             trip = self.train[order[s]]
@@ -118,9 +128,11 @@ class Direct(DatasetMethod):
             return {}
         items = np.unique(self.val)
         rows = np.concatenate([np.arange(self.start[i], self.start[i] + self.count[i]) for i in items])
+        if self._val_images is None:  # K image triplets per validation item triplet, drawn once (the original's)
+            self._val_images = sample_image_triplets(self.val, self.rows.group[rows], self.samples, numpy_rng(self.spec.seed, Streams.VAL_IMAGES))
         emb = embed_images(model, self.pipe, self.rows.image[rows], device)
-        means, _ = item_means(emb, self.rows.group[rows])
-        return triplet_scores(means, np.searchsorted(items, self.val), self.val_kind)
+        return triplet_scores(emb, self._val_images, np.tile(self.val_kind, self.samples))
 
     def card(self) -> dict:
-        return {"input": self.pipe.card_input(), "dataset": self.ds.ref(), "context": {"val": self.val_source}}
+        return {"input": self.pipe.card_input(), "dataset": self.ds.ref(),
+                "context": {"val": self.val_source, "samples_per_triplet": self.samples}}

@@ -43,9 +43,10 @@ from simtool.engine.method import StepInfo
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import ClassesDataset, ImageRows, TripletsDataset
 from simtool.methods._common import DatasetMethod, StepPlan, rank_share
-from simtool.methods._images import ImageDataSpec, ImagePipeline, StudentAugmentSpec, StudentSpec, create_student, embed_images, item_means
+from simtool.methods._images import ImageDataSpec, ImagePipeline, StudentAugmentSpec, StudentSpec, create_student, embed_images
 from simtool.methods._registry import register_method
 from simtool.methods._triplets import RelationalLossSpec, kind_codes, triplet_scores
+from simtool.metrics.triplets import sample_image_triplets
 from simtool.rng import Streams, numpy_rng, torch_generator
 from simtool.specs.base import Spec
 from simtool.specs.common import BaseDataSpec, CommonSpec
@@ -58,6 +59,9 @@ class DistillDataSpec(BaseDataSpec, ImageDataSpec):
     teacher_layer: str = "embedding"
     val_fraction: float = Field(0.2, ge=0, lt=1, description="without val items (classes): this fraction of the training ones validates (seeded)")
     per_class: int = Field(2, ge=0, description="classes datasets: images per class in a batch (the paper's sampler); 0 = plain shuffle")
+    last_batch: Optional[Literal["keep", "drop"]] = Field(
+        None, description="the last, partial batch of an epoch: keep it (the original's plain shuffle, triplets datasets) or drop it "
+                          "(the original's per-class sampler, classes datasets); default: as the original")
 
 
 class ValidationSpec(Spec):
@@ -70,6 +74,7 @@ class DistillSpec(CommonSpec):
     """Train spec of teacher-student distillation (Dondera, CVPR 2024 workshops)."""
 
     method: Literal["distill"] = "distill"
+    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="the triplet route trains in fp32 as the original (bf16: autocast on CUDA)")
     data: DistillDataSpec = DistillDataSpec()
     model: StudentSpec = StudentSpec()
     loss: RelationalLossSpec = RelationalLossSpec(name="stmr", options={"tau": 5.0, "beta": 0.5})
@@ -189,25 +194,38 @@ class Distill(DatasetMethod):
             paths = [teacher] if isinstance(teacher, str) else list(teacher)
             self.teacher = load_teachers(paths, spec.data.teacher_models, spec.data.teacher_layer, rows.key)  # (M, R, D) per image
         self.train_rows, self.val_rows = train, val
-        self.plan = StepPlan.of(spec, dist, len(train), unit="images")
-        self.per_device, self._steps = self.plan.per_device, self.plan.steps
         self.use_per_class = self.classes and spec.data.per_class > 0
+        keep_last = (spec.data.last_batch or ("drop" if self.use_per_class else "keep")) == "keep"
+        full = StepPlan.of(spec, dist)
+        # the last, partial batch (kept as the original did for triplets datasets: Yummly's ~60 training
+        # images give one partial batch of the rkd presets' 172); split over the processes, kept only
+        # when every process gets at least 2 images
+        self.partial = len(train) % full.global_batch if keep_last else 0
+        if self.partial < 2 * dist.world_size:
+            self.partial = 0
+        self.plan = StepPlan(full.per_device, full.world, len(train) // full.global_batch)
+        if self.plan.steps + (self.partial > 0) < 1:
+            raise UserError(f"loop.batch_size={spec.loop.batch_size} is more than the {len(train)} training images; lower loop.batch_size.")
+        self.per_device, self._steps = self.plan.per_device, self.plan.steps + (self.partial > 0)
         self.model = create_student(spec.model)
         cfg = self.model.input_config
         self.store = ds.images(spec.data.image_size)
         self.pipe = ImagePipeline(self.store, spec.data, spec.augment, cfg["mean"], cfg["std"], cfg["crop_pct"], rows.image[train], spec.seed, dist.rank,
-                                  pin_memory=device.type == "cuda")
+                                  pin_memory=device.type == "cuda", interpolation=cfg["interpolation"])
+        self.samples = spec.data.samples_per_triplet
         self.loss_fn = spec.loss.build("relational")
         self._fixed_triples: torch.Tensor | None = None
         self.val_triplets = self._val_triplets()
         if console is not None and dist.is_main:
             what = "one-hot classes" if self.onehot else f"{self.teacher.shape[1]} teacher run(s) of dimension {self.teacher.shape[2]}"
-            console.print(f"distill: {len(train)} training images, {len(val)} validation images ({self.val_source}); {what}; {self._steps} steps per epoch.",
-                          soft_wrap=True, highlight=False)
+            last = f" (the last of {self.partial // dist.world_size}+ per device)" if self.partial else ""
+            console.print(f"distill: {len(train)} training images, {len(val)} validation images ({self.val_source}); {what}; "
+                          f"{self._steps} steps per epoch{last}.", soft_wrap=True, highlight=False)
 
     def _val_triplets(self):
-        """Labelled validation triplets among validation items (triplets datasets), or None (also
-        when fewer than ``MIN_VAL_TRIPLETS`` lie among them)."""
+        """Labelled validation triplets among validation items (triplets datasets) as image triplets
+        (K per item triplet, drawn once) into the validation images, with their kind codes; None
+        when fewer than ``MIN_VAL_TRIPLETS`` lie among them."""
         if not isinstance(self.ds, TripletsDataset) or not len(self.val_rows):
             return None
         val_items = np.unique(self.rows.group[self.val_rows])
@@ -218,8 +236,8 @@ class Distill(DatasetMethod):
         inside = np.isin(trip, val_items).all(1)
         if inside.sum() < MIN_VAL_TRIPLETS:  # a handful of triplets is noise, not a figure to select on
             return None
-        pos = np.searchsorted(val_items, trip[inside])
-        return pos, kind_codes(self.ds.triplet_kind[sel][inside])
+        images = sample_image_triplets(trip[inside], self.rows.group[self.val_rows], self.samples, numpy_rng(self.spec.seed, Streams.VAL_IMAGES))
+        return images, np.tile(kind_codes(self.ds.triplet_kind[sel][inside]), self.samples)
 
     # -- data ---------------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
@@ -229,14 +247,18 @@ class Distill(DatasetMethod):
     def images_per_step(self) -> int:
         return self.per_device
 
-    def epoch_plan(self, epoch: int) -> np.ndarray:
-        """``(steps, per_device)`` training rows of this rank for every step of ``epoch``."""
+    def epoch_plan(self, epoch: int) -> list[np.ndarray]:
+        """The training rows of this rank for every step of ``epoch`` (the last may be partial)."""
         rng = numpy_rng(self.spec.seed, epoch, Streams.EPOCH_ORDER)
         if self.use_per_class:
-            order = per_class_batches(self.rows.group[self.train_rows], self.plan.global_batch, self.spec.data.per_class, self._steps, rng).reshape(-1)
+            order = per_class_batches(self.rows.group[self.train_rows], self.plan.global_batch, self.spec.data.per_class, self.plan.steps, rng).reshape(-1)
         else:
             order = rng.permutation(len(self.train_rows))
-        return self.train_rows[rank_share(order, self.plan, self.dist.rank)]
+        plan = list(self.train_rows[rank_share(order, self.plan, self.dist.rank)])
+        if self.partial:
+            rest = order[self.plan.needed : self.plan.needed + self.partial]
+            plan.append(self.train_rows[np.array_split(rest, self.dist.world_size)[self.dist.rank]])
+        return plan
 
     def batches(self, epoch: int, start_step: int) -> Iterator:
         plan = self.epoch_plan(epoch)
@@ -285,11 +307,10 @@ class Distill(DatasetMethod):
                 valid = cnt[inv.reshape(-1)] > 1
                 out["val/precision_at_1"] = float((groups[nn] == groups)[valid].mean())
         if self.val_triplets is not None:
-            means, _ = item_means(emb, groups)
-            pos, kinds = self.val_triplets
-            out.update(triplet_scores(means, pos, kinds))
+            images, kinds = self.val_triplets
+            out.update(triplet_scores(emb, images, kinds))
         return out
 
     def card(self) -> dict:
         return {"input": self.pipe.card_input(), "dataset": self.ds.ref(),
-                "context": {"teacher": self.spec.data.teacher, "val": self.val_source}}
+                "context": {"teacher": self.spec.data.teacher, "val": self.val_source, "samples_per_triplet": self.samples}}

@@ -14,10 +14,16 @@ triplets), as whole index tensors (no per-item dataset calls): every item is emb
 (``model()``, or only the items the step touches when that is fewer) and the labelled loss gathers
 the triplets. The remainder of each epoch's shuffle is dropped, as the original's sampler did.
 
-Validation after every epoch (``loop.eval_every``) on a split that is never the test split (see
-:func:`~simtool.methods._triplets.select_triplets`): ``val/accuracy`` (mean over the R
-teachers), ``val/accuracy_r<i>`` and ``val/ensemble_accuracy`` (the R teachers' mean similarity).
-``checkpoint.best: val/accuracy`` keeps the weights of the best epoch (validation-based stopping).
+Data (:func:`~simtool.methods._triplets.select_triplets`): the paper's presets train on the part
+``[train, val]`` of an item or class split (every triplet among 80 % of the items, those that mix
+train and val items included) and validate on 20 % of those triplets, held out once; the test items
+are never seen, so a teacher cannot score them (``evaluate`` says so). Validation after every epoch
+(``loop.eval_every``): ``val/accuracy`` (mean over the R teachers), ``val/accuracy_r<i>`` and
+``val/ensemble_accuracy`` (the R teachers' mean similarity). ``select: each`` (the original's,
+which selects per run) keeps, per repetition, the table of its own best validation pass in the model
+(:meth:`~simtool.models.psycho.PsychoModel.keep_if_better`; ``val/best_accuracy``), so the exported
+teachers are each at their best epoch; ``select: together`` with ``checkpoint.best: val/accuracy``
+keeps the weights of one best epoch for all R. The triplet route trains in fp32 (``precision``).
 ``model.l1`` adds ``l1 * sum |w|`` to the loss with its gradient (the original's penalty had none).
 """
 
@@ -27,9 +33,10 @@ from typing import Iterator, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from simtool.engine.method import StepInfo
+from simtool.errors import UserError
 from simtool.methods._common import DatasetMethod, StepPlan
 from simtool.methods._registry import register_method
 from simtool.methods._triplets import LabelledLossSpec, TripletSplitSpec, labelled_loss, select_triplets, single_kind, triplet_scores
@@ -56,9 +63,20 @@ class TeacherSpec(CommonSpec):
     method: Literal["teacher"] = "teacher"
     repeats: int = Field(1, ge=1, le=1000, description="teachers trained side by side in this run (different seeds)")
     shared_order: bool = Field(False, description="every repetition sees the same batches (default: each its own shuffle)")
+    select: Literal["each", "together"] = Field(
+        "each", description="each: every repetition keeps the weights of its own best validation pass (the original's, per run); "
+                            "together: checkpoint.best picks one epoch for all R")
+    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="the triplet route trains in fp32 as the original (bf16: autocast on CUDA)")
     data: TeacherDataSpec = TeacherDataSpec()
     model: PsychoSpec = PsychoSpec()
     loss: LabelledLossSpec = LabelledLossSpec(name="ste", options={"tau": 0.5})
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> TeacherSpec:
+        if self.select == "each" and self.checkpoint.best:
+            raise UserError("select: each keeps every repetition's best validation pass in the model itself, so checkpoint.best does not apply; "
+                            "unset it, or set select=together to pick one epoch for all repetitions with checkpoint.best.")
+        return self
 
 
 @register_method("teacher", TeacherSpec, default_dataset="triplets")  # without --data: the default toy world's triplets
@@ -78,7 +96,8 @@ class Teacher(DatasetMethod):
         self.train_trip = torch.from_numpy(np.ascontiguousarray(sets.train, dtype=np.int64))
         self.train_kind = torch.from_numpy(sets.train_kind.astype(np.int64))
         self.model = create_model("psycho", n_items=self.n_items, dim=spec.model.dim, repeats=spec.repeats, seed=spec.seed,
-                                  l1=spec.model.l1, init_mean=spec.model.init_mean, init_std=spec.model.init_std)
+                                  l1=spec.model.l1, init_mean=spec.model.init_mean, init_std=spec.model.init_std,
+                                  **({"keep_best": True} if spec.select == "each" and len(sets.val) else {}))
         self.loss_fn = spec.loss.build("labelled")
         self._epoch_cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
         if console is not None and dist.is_main:
@@ -138,8 +157,16 @@ class Teacher(DatasetMethod):
         if not len(self.sets.val):
             return {}
         model.eval()
-        return triplet_scores(model().float().cpu(), self.sets.val, self.sets.val_kind)
+        figures = triplet_scores(model().float().cpu(), self.sets.val, self.sets.val_kind)
+        if getattr(model, "keep_best", False):  # every repetition keeps its own best pass (select: each)
+            r = self.spec.repeats
+            per = [figures[f"val/accuracy_r{i}"] for i in range(r)] if r > 1 else [figures["val/accuracy"]]
+            model.keep_if_better(torch.tensor(per, dtype=torch.float64))
+            figures["val/best_accuracy"] = float(model.best_value.mean())
+        return figures
 
     def card(self) -> dict:
-        return {"input": {"kind": "items", "n_items": self.n_items}, "dataset": self.ds.ref(),
-                "context": {"repeats": self.spec.repeats, "seed": self.spec.seed}}
+        context = {"repeats": self.spec.repeats, "seed": self.spec.seed, "select": self.spec.select}
+        if self.sets.trained_items is not None:  # the items the teachers learned (an item or class split)
+            context["trained_items"] = self.sets.trained_items
+        return {"input": {"kind": "items", "n_items": self.n_items}, "dataset": self.ds.ref(), "context": context}

@@ -20,6 +20,7 @@ float32 (float64 for float64 inputs); no gradient. Random index triples come fro
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,6 +35,7 @@ __all__ = [
     "triplet_correct",
     "triplet_accuracy",
     "sample_index_triplets",
+    "sample_image_triplets",
     "teacher_agreement",
     "fstrt",
 ]
@@ -184,6 +186,31 @@ def sample_index_triplets(n: int, n_samples: int, generator: torch.Generator, di
 
 
 @torch.no_grad()
+def sample_image_triplets(triplets: np.ndarray, owner: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Image triplets sampled from item triplets: ``samples`` (K) passes over the ``triplets`` (T, 3)
+    of item numbers, each member shown by one of its item's images drawn uniformly at random, as the
+    original scores image models on class triplets (K = 2 THINGS, 3 IHSJC). Returns ``(K * T, 3)``
+    int64 positions into the images, pass ``k`` at rows ``k * T .. (k + 1) * T - 1``.
+
+    ``owner`` (M,): the item of every image; an item's images are the positions where ``owner`` is
+    it. Pass ``k`` draws ``u = rng.random((T, 3))`` and picks image ``floor(u * n_item)`` of each
+    member's images in position order. Every item of ``triplets`` needs at least one image.
+    """
+    triplets = np.asarray(triplets, dtype=np.int64).reshape(-1, 3)
+    owner = np.asarray(owner, dtype=np.int64)
+    order = np.argsort(owner, kind="stable")
+    n_items = int(max(owner.max(initial=-1), triplets.max(initial=-1))) + 1
+    count = np.bincount(owner, minlength=n_items)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    if len(triplets) and (count[triplets] == 0).any():
+        raise UserError(f"Item {int(triplets[count[triplets] == 0][0])} of a triplet has no image; image triplets need an image of every item.")
+    out = np.empty((int(samples) * len(triplets), 3), dtype=np.int64)
+    for k in range(int(samples)):
+        pick = (rng.random(triplets.shape) * count[triplets]).astype(np.int64)
+        out[k * len(triplets) : (k + 1) * len(triplets)] = order[start[triplets] + pick]
+    return out
+
+
 def teacher_agreement(student: Tensor, teacher: Tensor, triplets, threshold: float = 0.2, block: int | None = None) -> dict:
     """FSTR and FSTRT of a student against the mean teacher on given index triples ``(i, j, k)``.
 

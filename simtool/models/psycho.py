@@ -23,6 +23,11 @@ over repetitions gives each one exactly its own gradient; Adam's update is per e
 
 Repetition ``r`` of a model built with ``seed`` is initialised from ``SeedSequence([seed, r])``, so it
 is the same whatever R is, and no two (seed, r) pairs share an initialisation.
+
+``keep_best=True``: the model also holds, per repetition, the table of its best validation pass so
+far (buffers ``best_weight`` (R, N, D) and ``best_value`` (R,), updated by :meth:`keep_if_better`),
+and :meth:`embed` returns those: every teacher keeps its own best epoch (the original selects per
+run), in the weights file and across a resume, whatever the others did.
 """
 
 from __future__ import annotations
@@ -95,7 +100,8 @@ class PsychoModel(nn.Module):
 
     layer_names = ["embedding"]
 
-    def __init__(self, n_items: int, dim: int = 128, repeats: int = 1, seed: int = 0, l1: float = 0.0, init_mean: float = 0.5, init_std: float = 0.2):
+    def __init__(self, n_items: int, dim: int = 128, repeats: int = 1, seed: int = 0, l1: float = 0.0, init_mean: float = 0.5, init_std: float = 0.2,
+                 keep_best: bool = False):
         super().__init__()
         if int(n_items) < 1 or int(dim) < 1 or int(repeats) < 1:
             raise UserError(f"The psycho model needs n_items, dim and repeats >= 1, got {n_items}, {dim}, {repeats}.")
@@ -108,6 +114,22 @@ class PsychoModel(nn.Module):
             gen = torch.Generator().manual_seed(repetition_seed(seed, r))
             weight[r].normal_(float(init_mean), float(init_std), generator=gen)
         self.weight = nn.Parameter(weight)
+        self.keep_best = bool(keep_best)
+        if self.keep_best:
+            self.register_buffer("best_weight", weight.clone())
+            self.register_buffer("best_value", torch.full((self.repeats,), float("-inf")))
+
+    @torch.no_grad()
+    def keep_if_better(self, values: Tensor) -> Tensor:
+        """Keep the current table of every repetition whose validation figure ``values[r]`` (larger is
+        better) beats its best so far (NaN never does); returns which did, bool ``(R,)``."""
+        values = torch.as_tensor(values, dtype=self.best_value.dtype, device=self.best_value.device).reshape(-1)
+        if values.shape[0] != self.repeats:
+            raise ValueError(f"one figure per repetition: expected {self.repeats}, got {values.shape[0]}")
+        better = torch.isfinite(values) & (values > self.best_value)
+        self.best_weight[better] = self.weight.detach()[better]
+        self.best_value[better] = values[better]
+        return better
 
     def forward(self, items: Tensor | None = None) -> Tensor:
         """``items (B,)`` int64 -> ``(B, R, D)`` unit vectors; ``None`` -> all ``(N, R, D)``.
@@ -137,7 +159,14 @@ class PsychoModel(nn.Module):
         unknown = [x for x in layers if x not in self.layer_names]
         if unknown:
             raise UserError(f"Layer {unknown[0]!r} is not in the psycho model; its only layer is 'embedding'.")
-        return {"embedding": self.forward(items)} if layers else {}
+        if not layers:
+            return {}
+        if not self.keep_best or not bool(torch.isfinite(self.best_value).any()):
+            return {"embedding": self.forward(items)}
+        kept = torch.isfinite(self.best_value).view(-1, 1, 1)
+        table = torch.where(kept, self.best_weight, self.weight)  # a repetition never validated keeps its live table
+        w = table if items is None else table.index_select(1, torch.as_tensor(items, device=table.device).long())
+        return {"embedding": _ReluNormalize.apply(w).transpose(0, 1)}
 
     def extra_repr(self) -> str:
-        return f"n_items={self.n_items}, dim={self.dim}, repeats={self.repeats}, l1={self.l1}"
+        return f"n_items={self.n_items}, dim={self.dim}, repeats={self.repeats}, l1={self.l1}" + (", keep_best=True" if self.keep_best else "")

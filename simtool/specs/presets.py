@@ -26,7 +26,7 @@ PRESET_TABLE = "_table.yaml"
 
 _SECTIONS = ("bases", "axes", "matrices", "presets")
 _MATRIX_KEYS = {"name", "description", "extends", "axes", "lookup"}
-_CHOICE_KEYS = ("name", "label")  # a choice's text in preset names and descriptions; not part of the preset
+_CHOICE_KEYS = ("name", "label", "source")  # a choice's text in preset names and descriptions; not part of the preset
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 

@@ -62,9 +62,17 @@ from simtool.formats.dataset_dir import ITEM_IMAGES, ITEMS, SPLITS, TRIPLETS
 from simtool.specs.base import Spec
 from simtool.specs.data import ImageBuildBase, check_fractions, parse_fractions
 
+# The split layout each named collection gets by default: the paper's (Dondera, CVPR 2024 workshops,
+# after ditdml): one seeded permutation of the items (THINGS concepts, Yummly images, IHSJC classes)
+# or of the classes of the items (IHSJ images), 60 / 20 / 20, whose parts every stage takes.
+PRESET_LAYOUT = {"things": ("item", [0.6, 0.2, 0.2]), "yummly": ("item", [0.6, 0.2, 0.2]), "ihsjc": ("item", [0.6, 0.2, 0.2]),
+                 "ihsj": ("class", [0.6, 0.2, 0.2])}
+GENERIC_LAYOUT = ("triplet", [0.9, 0.1])
+
 
 class TripletsOptions(Spec):
-    preset: Optional[Literal["things", "yummly", "ihsj"]] = Field(None, description="a named collection read from SRC: things, yummly or ihsj")
+    preset: Optional[Literal["things", "yummly", "ihsj", "ihsjc"]] = Field(
+        None, description="a named collection read from SRC: things, yummly, ihsj (per-image triplets) or ihsjc (IHSJ as ImageNet class triplets)")
     triplets: List[str] = Field([], description="triplet files (three ids per line; ihsj: the psiz observations HDF5)")
     kind: Optional[Literal["odd-one-out", "directed"]] = Field(None, description="odd-one-out: (a, b) most similar, c odd; "
                                                                                  "directed: a anchor, b closer, c farther")
@@ -74,8 +82,13 @@ class TripletsOptions(Spec):
     id_column: Optional[str] = Field(None, description="column of --items holding the item ids (default: 'id' if present, else the row number)")
     name_column: Optional[str] = Field(None, description="column of --items holding the names (default: 'name' if present, else the first column)")
     catalog: Optional[str] = Field(None, description="ihsj: the psiz catalogue HDF5 (default: found under SRC)")
-    split_by: Literal["triplet", "item"] = Field("triplet", description="split the triplets themselves, or the items (a triplet across item splits is dropped)")
-    split: List[float] = Field([0.9, 0.1], description="fractions train,test or train,val,test (seeded)")
+    split_by: Optional[Literal["triplet", "item", "class"]] = Field(
+        None, description="split the items (item), the classes of the items (class: every item of a class in one split), or the triplets "
+                          "themselves (triplet: every item in every split, a transductive variant); default: a preset's layout (item; "
+                          "ihsj: class), else triplet. An item or class split keeps every triplet and records where its items lie")
+    split: Optional[List[float]] = Field(None, description="fractions train,test or train,val,test (seeded); default: a preset's 0.6,0.2,0.2, else 0.9,0.1")
+    duplicates: Optional[Literal["keep", "drop"]] = Field(
+        None, description="repeated judgements: keep them (a preset's default, as ditdml) or drop them (the generic default)")
 
     _fractions = field_validator("split", mode="before")(parse_fractions)
     _check = field_validator("split")(check_fractions)
@@ -219,8 +232,15 @@ def is_header(tokens: np.ndarray, items: np.ndarray, items_known: bool) -> bool:
 # -- cleaning and splitting ---------------------------------------------------------------------------
 
 
-def clean_and_split(trip: np.ndarray, kind: str, n_items: int, split_by: str, fractions, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Drop unknown, self and duplicate triplets and split; ``(triplets, split, item_split, dropped)``."""
+def layout_of(opts) -> tuple[str, list[float], str]:
+    """``(split_by, fractions, duplicates)``: the options given, else the preset's layout, else the generic one."""
+    split_by, fractions = PRESET_LAYOUT.get(opts.preset, GENERIC_LAYOUT)
+    duplicates = "keep" if opts.preset else "drop"
+    return opts.split_by or split_by, list(opts.split or fractions), opts.duplicates or duplicates
+
+
+def clean_triplets(trip: np.ndarray, kind: str, duplicates: str) -> tuple[np.ndarray, dict]:
+    """Drop unknown items, repeated ids and (``duplicates: drop``) repeated judgements."""
     dropped = {}
     unknown = (trip < 0).any(axis=1)
     dropped["unknown_item"] = int(unknown.sum())
@@ -228,27 +248,86 @@ def clean_and_split(trip: np.ndarray, kind: str, n_items: int, split_by: str, fr
     selfish = (trip[:, 0] == trip[:, 1]) | (trip[:, 1] == trip[:, 2]) | (trip[:, 0] == trip[:, 2])
     dropped["self"] = int(selfish.sum())
     trip = trip[~selfish]
-    if kind == "odd-one-out":
-        canon = np.stack([np.minimum(trip[:, 0], trip[:, 1]), np.maximum(trip[:, 0], trip[:, 1]), trip[:, 2]], axis=1)
-    else:
-        canon = trip
-    keep = np.zeros(len(trip), dtype=bool)
-    if len(trip):
+    keep = np.ones(len(trip), dtype=bool)
+    if duplicates == "drop" and len(trip):
+        if kind == "odd-one-out":
+            canon = np.stack([np.minimum(trip[:, 0], trip[:, 1]), np.maximum(trip[:, 0], trip[:, 1]), trip[:, 2]], axis=1)
+        else:
+            canon = trip
+        keep[:] = False
         _, first = np.unique(canon, axis=0, return_index=True)
         keep[first] = True
     dropped["duplicate"] = int((~keep).sum())
-    trip = trip[keep]
+    return trip[keep], dropped
+
+
+def split_items(n_items: int, split_by: str, fractions, seed: int, classes=None) -> np.ndarray:
+    """The split of every item (one seeded permutation of the items, or of their classes); "" for a triplet split."""
     if split_by == "triplet":
-        split = assign_splits(len(trip), fractions, np.random.default_rng([seed, 11]))
-        item_split = np.full(n_items, "", dtype="<U5")
-        dropped["cross_split"] = 0
-    else:
-        item_split = assign_splits(n_items, fractions, np.random.default_rng([seed, 12]))
-        s = item_split[trip] if len(trip) else np.zeros((0, 3), dtype="<U5")
-        same = (s[:, 0] == s[:, 1]) & (s[:, 1] == s[:, 2])
-        dropped["cross_split"] = int((~same).sum())
-        trip, split = trip[same], s[same, 0]
-    return trip, split, item_split, dropped
+        return np.full(n_items, "", dtype="<U5")
+    if split_by == "item":
+        return assign_splits(n_items, fractions, np.random.default_rng([seed, 12]))
+    classes = None if classes is None else np.asarray(classes, dtype=np.int64)
+    if classes is None or (classes < 0).any():
+        raise UserError("--split-by class needs a class for every item; this collection has none (or not for every item): use --split-by item.")
+    uniq, inverse = np.unique(classes, return_inverse=True)
+    return assign_splits(len(uniq), fractions, np.random.default_rng([seed, 13]))[inverse.reshape(-1)]
+
+
+def triplet_splits(trip: np.ndarray, item_split: np.ndarray, split_by: str, fractions, seed: int) -> np.ndarray:
+    """The split of every triplet: a seeded split of the triplets (``triplet``), else the split its
+    three items share, or "" when they lie in different splits (kept: the teachers' part, all
+    triplets among train and val items, includes those that mix the two)."""
+    if split_by == "triplet":
+        return assign_splits(len(trip), fractions, np.random.default_rng([seed, 11]))
+    if not len(trip):
+        return np.zeros(0, dtype="<U5")
+    s = item_split[trip]
+    same = (s[:, 0] == s[:, 1]) & (s[:, 1] == s[:, 2])
+    return np.where(same, s[:, 0], "").astype("<U5")
+
+
+def layout_counts(trip: np.ndarray, split: np.ndarray, item_split: np.ndarray, split_by: str) -> dict:
+    """Triplets and items per part of the layout (the card's ``layout.parts``)."""
+    out: dict = {f"{s}_triplets": int((split == s).sum()) for s in SPLITS}
+    if split_by == "triplet":
+        return out
+    s = item_split[trip] if len(trip) else np.zeros((0, 3), dtype="<U5")
+    learn = np.isin(s, ["train", "val"]).all(1) if len(trip) else np.zeros(0, dtype=bool)
+    out["train+val_triplets"] = int(learn.sum())  # the teachers' and the direct route's part
+    out["mixed_train_val_triplets"] = int((learn & (split == "")).sum())
+    out["touching_test_triplets"] = int((~learn & (split != "test")).sum())  # never used by any stage
+    out.update({f"{p}_items": int((item_split == p).sum()) for p in SPLITS})
+    return out
+
+
+def class_triplets(trip: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, dict]:
+    """IHSJ image triplets → ImageNet class triplets, as ditdml turns IHSJ into IHSJC (directed).
+
+    1. each image triplet becomes the triplet of its three classes, kept when they are distinct;
+    2. exact repeats of an (anchor, closer, farther) class triplet are dropped;
+    3. contradicting pairs, (a, p, n) and (a, n, p) both present, are dropped (both, every copy; the
+       original meant to and, by a bug, mostly did not);
+    4. 3-cycles are dropped: the three rotations (a, b, c), (b, c, a), (c, a, b) together say
+       d(a, b) < d(a, c) = d(c, a) < d(c, b) = d(b, c) < d(b, a), which no distance satisfies.
+    Returns ``(class triplets (T, 3), dropped counts)``.
+    """
+    dropped = {}
+    c = np.asarray(classes, dtype=np.int64)[trip] if len(trip) else np.zeros((0, 3), dtype=np.int64)
+    distinct = (c[:, 0] != c[:, 1]) & (c[:, 1] != c[:, 2]) & (c[:, 0] != c[:, 2])
+    dropped["same_class"] = int((~distinct).sum())
+    c = c[distinct]
+    c, first = (np.unique(c, axis=0, return_index=True) if len(c) else (c, np.zeros(0, dtype=np.int64)))
+    c = c[np.argsort(first, kind="stable")]  # first-seen order
+    dropped["duplicate"] = int(distinct.sum() - len(c))
+    present = {tuple(t) for t in c.tolist()}
+    contradicted = np.array([(a, n, p) in present for a, p, n in c.tolist()], dtype=bool) if len(c) else np.zeros(0, dtype=bool)
+    dropped["contradiction"] = int(contradicted.sum())
+    c = c[~contradicted]
+    present = {tuple(t) for t in c.tolist()}
+    cyclic = np.array([(b, cc, a) in present and (cc, a, b) in present for a, b, cc in c.tolist()], dtype=bool) if len(c) else np.zeros(0, dtype=bool)
+    dropped["cycle"] = int(cyclic.sum())
+    return c[~cyclic], dropped
 
 
 # -- item sources -----------------------------------------------------------------------------------
@@ -424,6 +503,28 @@ def _ihsj(spec, src: Path) -> tuple[Items, np.ndarray, dict]:
     return items, trip, {"catalog": str(catalog), "observations": [str(o) for o in obs_files], "trials": int(n_trials)}
 
 
+def _to_classes(items: Items, trip: np.ndarray) -> tuple[Items, np.ndarray, dict]:
+    """IHSJ's per-image items and triplets → IHSJC: one item per ImageNet class (every image of the
+    class is an image of the item), class triplets (:func:`class_triplets`)."""
+    if items.classes is None:
+        raise UserError("--preset ihsjc needs the catalogue's class_id (the ImageNet class of every image); this catalogue has none.")
+    image_class = np.asarray(items.classes, dtype=np.int64)
+    ok = (trip >= 0).all(1)
+    ctrip, dropped = class_triplets(trip[ok], image_class)
+    dropped["unknown_image"] = int((~ok).sum())
+    uniq = np.unique(image_class)
+    item_of_class = {int(c): k for k, c in enumerate(uniq)}
+    images = [[] for _ in uniq]
+    for k, c in enumerate(image_class.tolist()):
+        images[item_of_class[c]].extend(items.images[k])
+    names = [items.class_names[c] if 0 <= c < len(items.class_names) and items.class_names[c] else str(c) for c in uniq.tolist()]
+    lut = np.full(int(uniq.max()) + 1 if len(uniq) else 1, -1, dtype=np.int64)
+    lut[uniq] = np.arange(len(uniq))
+    classes = Items(ids=[str(int(c)) for c in uniq], names=names, images=images, images_root=items.images_root,
+                    classes=list(range(len(uniq))), class_names=names, rejected=items.rejected)
+    return classes, lut[ctrip] if len(ctrip) else np.zeros((0, 3), dtype=np.int64), dropped
+
+
 # -- the builder ------------------------------------------------------------------------------------
 
 
@@ -445,18 +546,22 @@ def scan_triplets(spec, ctx: BuildContext, progress=None) -> Scan:
         kind = want
     else:
         if spec.source:
-            raise UserError("Generic --format triplets reads --triplets, --images and --items, not SRC; drop SRC or choose a --preset (things, yummly, ihsj).")
+            raise UserError("Generic --format triplets reads --triplets, --images and --items, not SRC; "
+                            "drop SRC or choose a --preset (things, yummly, ihsj, ihsjc).")
         if not opts.triplets:
             raise UserError("--format triplets needs --triplets FILE and --kind odd-one-out|directed "
-                            "(items from --images DIR and/or --items FILE), or --preset things|yummly|ihsj SRC.")
+                            "(items from --images DIR and/or --items FILE), or --preset things|yummly|ihsj|ihsjc SRC.")
         if opts.kind is None:
             raise UserError("--format triplets needs --kind: odd-one-out (the first two are the most similar pair) or directed (anchor, closer, farther).")
         kind = opts.kind
-    if preset == "ihsj":
+    if preset in ("ihsj", "ihsjc"):
         items, trip, extra = _ihsj(spec, Path(spec.source))
         n_read = len(trip)
         dropped["malformed"] = 0
         files = extra["observations"]
+        if preset == "ihsjc":
+            items, trip, converted = _to_classes(items, trip)
+            dropped.update(converted)
     else:
         if preset == "things":
             items, paths, extra = _things(spec, Path(spec.source))
@@ -497,8 +602,12 @@ def scan_triplets(spec, ctx: BuildContext, progress=None) -> Scan:
     n_items = len(items.ids)
     if n_items == 0:
         raise UserError("The triplets dataset has no items; check --items / --images.")
-    trip, split, item_split, more = clean_and_split(trip, kind, n_items, opts.split_by, opts.split, spec.seed)
-    dropped.update(more)
+    split_by, fractions, duplicates = layout_of(opts)
+    trip, more = clean_triplets(trip, kind, duplicates)
+    for key, value in more.items():
+        dropped[key] = dropped.get(key, 0) + value
+    item_split = split_items(n_items, split_by, fractions, spec.seed, items.classes)
+    split = triplet_splits(trip, item_split, split_by, fractions, spec.seed)
     if len(trip) == 0:
         raise UserError(f"No triplet survives ({n_read} read; dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items() if v) +
                         "); check that the triplet ids match the items.")
@@ -519,7 +628,9 @@ def scan_triplets(spec, ctx: BuildContext, progress=None) -> Scan:
     plan = plan_table({"key": rels, "member": [-1] * n, "group": list(range(n)), "partition": [""] * n,
                        "item": item_of, "path": rels}, {"item": pa.int64(), "path": pa.string()})
     name = f"{preset}-triplets" if preset else f"triplets-{Path(files[0]).stem}"
-    info = {"triplet_kind": kind, "split_by": opts.split_by, "dropped": dropped, "read": int(n_read), "files": files,
+    layout = {"split_by": split_by, "fractions": fractions, "seed": spec.seed, "duplicates": duplicates,
+              "parts": layout_counts(trip, split, item_split, split_by)}
+    info = {"triplet_kind": kind, "split_by": split_by, "layout": layout, "dropped": dropped, "read": int(n_read), "files": files,
             "class_names": items.class_names, "multi_image": any(len(i) > 1 for i in items.images), "preset": preset, **extra}
     root = str(items.images_root.resolve()) if items.images_root is not None else "."
     return Scan(kind="triplets", name=name, reader=("files", root), plan=plan, info=info,
@@ -548,9 +659,10 @@ def finalize_triplets(spec, scan: Scan, ok: np.ndarray, index: np.ndarray, tmp: 
     isplit = items.column("split").to_numpy(zero_copy_only=False).astype(str)
     counts = {"items": n_items, "items_with_image": int((item_index >= 0).sum()), "images": int(ok.sum()), "triplets": trip.num_rows}
     counts.update({f"{s}_triplets": int((tsplit == s).sum()) for s in SPLITS})
-    if scan.info["split_by"] == "item":
+    if scan.info["split_by"] != "triplet":
         counts.update({f"{s}_items": int((isplit == s).sum()) for s in SPLITS})
-    card = {"name": scan.name, "profile": None, "counts": counts, "split_by": scan.info["split_by"], "triplet_kind": scan.info["triplet_kind"],
+    card = {"name": scan.name, "profile": None, "counts": counts, "split_by": scan.info["split_by"], "layout": scan.info.get("layout"),
+            "triplet_kind": scan.info["triplet_kind"],
             "dropped": scan.info["dropped"], "triplets_read": scan.info["read"], "triplet_files": scan.info["files"]}
     if scan.info.get("class_names"):
         card["class_names"] = scan.info["class_names"]

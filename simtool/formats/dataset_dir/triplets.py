@@ -73,9 +73,10 @@ class TripletsDataset(Dataset):
         bad_kind = sorted(set(np.unique(self.triplet_kind).tolist()) - set(TRIPLET_KINDS))
         if bad_kind:
             raise UserError(f"{self.root / TRIPLETS} has unknown kind {bad_kind[0]!r} (expected directed or odd-one-out); {rebuild_hint(self.root)}.")
-        self._check_splits(TRIPLETS, self.triplet_split)
-        self._check_splits(ITEMS, self.item_split, SPLITS + ("",))
         self.split_by = str(self.card.get("split_by", "triplet"))
+        # with an item or class split, a triplet whose items lie in different splits has split ""
+        self._check_splits(TRIPLETS, self.triplet_split, SPLITS if self.split_by == "triplet" else SPLITS + ("",))
+        self._check_splits(ITEMS, self.item_split, SPLITS + ("",))
         self.class_names = list(self.card.get("class_names", []))
         self.item_images = None
         if (self.root / ITEM_IMAGES).is_file():
@@ -83,18 +84,35 @@ class TripletsDataset(Dataset):
             self.item_images = (ints(t.column("item")), ints(t.column("index")))
 
     # -- the protocol ---------------------------------------------------------------------------------
+    @property
+    def items_split(self) -> bool:
+        """Whether the items are split (``split_by`` item or class: the staged layout), not the triplets."""
+        return self.split_by in ("item", "class")
+
     def rows(self, split: str) -> np.ndarray:
         """Items in ``split``. Split by triplet (``split_by: triplet``), every item is in every
         split: any split gives every item; :meth:`triplet_rows` gives the triplets of a split."""
-        if split == "all" or self.split_by != "item":
+        if split == "all" or not self.items_split:
             return np.arange(len(self))
         return np.flatnonzero(self.split == split)
 
     def triplet_rows(self, split: str) -> np.ndarray:
-        """Indices of the triplets in ``split`` ('all' = every triplet)."""
+        """Indices of the triplets in ``split`` ('all' = every triplet): with an item or class split,
+        those whose three items all lie in ``split``."""
         if split == "all":
             return np.arange(len(self.triplets))
         return np.flatnonzero(self.triplet_split == split)
+
+    def triplets_among(self, splits) -> np.ndarray:
+        """Indices of the triplets of the part ``splits``: with an item or class split, every triplet
+        whose three items lie in these splits (those that mix them included: the teachers' part
+        ``[train, val]``); with a triplet split, the triplets of these splits."""
+        splits = list(dict.fromkeys(splits))
+        if not self.items_split:
+            return np.flatnonzero(np.isin(self.triplet_split, splits))
+        if not len(self.triplets):
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.isin(self.item_split[self.triplets], splits).all(1))
 
     def ids(self, rows: np.ndarray) -> np.ndarray:
         """The item id of every row."""
@@ -152,7 +170,7 @@ class TripletsDataset(Dataset):
             raise UserError(f"The triplets dataset {self.root} has no item images; an image student needs them (build it with --images DIR).")
         order = np.lexsort((image, item))
         group, image = item[order].astype(np.int64), image[order].astype(np.int64)
-        split = self.item_split[group] if self.split_by == "item" else np.full(len(group), "", dtype="<U5")
+        split = self.item_split[group] if self.items_split else np.full(len(group), "", dtype="<U5")
         return ImageRows(image=image, key=self.item_ids[group], group=group, split=split, what="items")
 
     # -- checking ---------------------------------------------------------------------------------------
