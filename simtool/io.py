@@ -109,6 +109,34 @@ def canonical_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
+def file_sha256(path: str | os.PathLike, length: int = 16) -> str:
+    """Short SHA-256 of a file's bytes (read in blocks): what identifies a weights file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def check_writable(path: str | os.PathLike, what: str, fix: str = "choose another --out") -> Path:
+    """``path`` (a file or directory to create or replace) as a Path, if this process can write it:
+    its nearest existing ancestor must be a writable directory. Else one sentence, before any work."""
+    from simtool.errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir() and not os.access(path, os.W_OK):
+        raise UserError(f"Cannot write {what} {path}: the file is read-only; {fix}.")
+    # an existing folder is written into; anything else is written (atomically) beside its siblings
+    target = path if path.is_dir() else path.parent
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise UserError(f"Cannot write {what} {path}: {target} is a file, not a folder; {fix}.")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise UserError(f"Cannot write {what} {path}: {target} is not writable; {fix}.")
+    return path
+
+
 def cache_dir() -> Path:
     """The user cache directory: ``$SIMTOOL_CACHE``, else ``$XDG_CACHE_HOME/simtool``, else ``~/.cache/simtool``."""
     if os.environ.get("SIMTOOL_CACHE"):

@@ -29,6 +29,7 @@ class Streams:
     MINER = 808  # distill: the relational loss's batch miner; key (seed, epoch, step, rank, tag)
     VAL_GROUPS = 909  # distill: the held-out fraction of the training items or classes; key (seed, tag)
     VAL_TRIPLES = 910  # distill: the index triples of FSTR/FSTRT; key (seed, tag)
+    VAL_IMAGES = 911  # distill, direct: the images of the validation item triplets (K per triplet, drawn once); key (seed, tag)
     TEACHER_ORDER = 111  # teacher: each repetition's shuffle of the training triplets; key (seed, epoch, repetition, tag)
     # time_ssl's device-side augmentation draws from the untagged key (seed, epoch, step, rank).
 

@@ -462,7 +462,7 @@ def test_triplets_generic_matches_brute_force(tmp_path, kind):
     assert list(cols) == ["item", "id", "name", "index", "split"] and list(table(tmp_path / "d", "triplets.parquet")) == ["a", "b", "c", "kind", "split"]
 
 
-def test_triplets_split_by_item_and_derived_items(tmp_path):
+def test_triplets_split_by_item_keeps_every_triplet_and_records_where_its_items_lie(tmp_path):
     rng = np.random.default_rng(2)
     lines = [tuple(rng.choice(30, 3, replace=False)) for _ in range(500)]
     (tmp_path / "t.txt").write_text("".join(f"{a} {b} {c}\n" for a, b, c in lines))
@@ -474,12 +474,18 @@ def test_triplets_split_by_item_and_derived_items(tmp_path):
     assert sorted(np.unique(s, return_counts=True)[1].tolist()) == [6, 6, 18]
     item_of = {i: k for k, i in enumerate(ds.item_ids)}
     ref = [t for t in ((item_of[str(a)], item_of[str(b)], item_of[str(c)]) for a, b, c in dict.fromkeys(lines))]
-    same = [t for t in ref if s[t[0]] == s[t[1]] == s[t[2]]]
-    assert ds.triplets.tolist() == [list(t) for t in same]
-    assert ds.card["dropped"]["cross_split"] == len(ref) - len(same)
-    assert (ds.triplet_split == s[ds.triplets[:, 0]]).all()
+    assert ds.triplets.tolist() == [list(t) for t in ref], "every triplet is kept (the generic default drops repeats)"
+    want = [s[a] if s[a] == s[b] == s[c] else "" for a, b, c in ref]
+    assert ds.triplet_split.tolist() == want, "a triplet's split is the one its three items share, else empty"
+    assert "cross_split" not in ds.card["dropped"]
+    parts = ds.card["layout"]["parts"]
+    learn = [all(s[x] in ("train", "val") for x in t) for t in ref]
+    assert parts["train+val_triplets"] == sum(learn) and parts["test_triplets"] == want.count("test")
+    assert parts["mixed_train_val_triplets"] == sum(ok and w == "" for ok, w in zip(learn, want))
+    assert parts["touching_test_triplets"] == len(ref) - sum(learn) - want.count("test")
     assert set(ds.rows("val").tolist()) == set(np.flatnonzero(s == "val").tolist())
-    assert ds.card["split_by"] == "item"
+    assert ds.card["split_by"] == "item" and ds.card["layout"]["fractions"] == [0.6, 0.2, 0.2]
+    assert set(ds.triplets_among(["train", "val"]).tolist()) == {i for i, ok in enumerate(learn) if ok}
 
 
 def natural(ids):

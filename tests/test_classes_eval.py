@@ -88,11 +88,15 @@ def test_class_column_fallbacks_and_errors(tmp_path):
     np.save(tmp_path / "f.npy", x)
     (tmp_path / "cat.csv").write_text("category\n" + "\n".join(str(v) for v in labels) + "\n")
     r = cli("evaluate", tmp_path / "f.npy", "--labels", tmp_path / "cat.csv", "--type", "classes", "--set", "clustering=false", "--device", "cpu")
+    assert r.exit_code == 0 and "Not written" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.csv", "f.npy"], "nothing is written beside an input array"
+    r = cli("evaluate", tmp_path / "f.npy", "--labels", tmp_path / "cat.csv", "--type", "classes", "--set", "clustering=false", "--device", "cpu",
+            "--out", tmp_path / "res" / "f.json")
     assert r.exit_code == 0, r.output
-    doc = json.loads((tmp_path / "f.classes-category.json").read_text())
+    doc = json.loads((tmp_path / "res" / "f.json").read_text())
     assert {rec["condition"] for rec in doc["records"]} == {"labels=category"}
     r = cli("evaluate", tmp_path / "f.npy", "--labels", tmp_path / "cat.csv", "--type", "classes", "--set", "column=object")
-    assert r.exit_code == 2 and "no column 'object'" in r.output
+    assert r.exit_code == 2 and "no label 'object'" in r.output and "has the columns: category" in r.output
     r = cli("evaluate", tmp_path / "f.npy", "--labels", tmp_path / "cat.csv", "--type", "classes", "--set", "k=0")
     assert r.exit_code == 2 and "at least 1" in r.output
     r = cli("evaluate", tmp_path / "f.npy", "--labels", tmp_path / "cat.csv", "--type", "classes", "--repeats", "3")

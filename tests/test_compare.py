@@ -245,6 +245,8 @@ def test_rsa_and_cka_between_embeddings_files(tmp_path):
     cka = np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
     assert sim["cka"][i][j] == pytest.approx(cka, abs=1e-9)
     assert (out / "similarity.png").stat().st_size > 5000
+    assert all(sim["rsa"][k][k] is None or np.isnan(sim["rsa"][k][k]) for k in range(4)), \
+        "a model with one run has no pair of runs: its diagonal is empty, not a trivial 1"
     result = cli("compare", a, b, "--max-items", "20", "--layer", "time.out")
     assert result.exit_code == 0 and "no layer 'time.out'" in result.output, "language_only without --layer NAME=LAYER is named and left out"
     assert "20 of 50 shared items" in result.output

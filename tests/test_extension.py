@@ -199,6 +199,12 @@ def _embeddings_for(type_: str, tiny_run, tiny_world, tmp_path):
 
     if type_ in ("odd-one-out", "classes"):
         return embed_runs([str(tiny_run)], "test", None, "cpu", 256)
+    if type_ in ("linear-probe", "knn"):  # the probes learn from the train rows and score the test rows
+        return embed_runs([str(tiny_run)], "all", None, "cpu", 256)
+    if type_ == "rsa":  # and a reference embedding of the same items
+        emb = embed_runs([str(tiny_run)], "test", None, "cpu", 256)
+        np.savez(tmp_path / "reference.npz", ids=emb.ids, embedding=np.random.default_rng(0).standard_normal((len(emb), 3)))
+        return emb
     if type_ == "triplets":
         from simtool.formats.embeddings import Embeddings
 
@@ -212,18 +218,19 @@ def _embeddings_for(type_: str, tiny_run, tiny_world, tmp_path):
 
 
 def test_every_registered_evaluator_has_an_input_here():
-    missing = [t for t in EVALUATORS.names() if t not in ("odd-one-out", "classes", "triplets")]
+    missing = [t for t in EVALUATORS.names() if t not in ("odd-one-out", "classes", "triplets", "linear-probe", "knn", "rsa")]
     assert not missing, f"evaluators without an input in tests/test_extension.py _embeddings_for: {missing}"
 
 
-@pytest.mark.parametrize("type_", ["odd-one-out", "classes", "triplets"])
+@pytest.mark.parametrize("type_", ["odd-one-out", "classes", "triplets", "linear-probe", "knn", "rsa"])
 def test_every_registered_evaluator_writes_valid_records(type_, tiny_run, tiny_world, tmp_path):
     from simtool.compare.aggregate import aggregate, collect
     from simtool.formats.results import FIELDS, read_results, results_doc, write_results
 
     entry = EVALUATORS.get(type_)
     evaluator = entry.obj("cpu")
-    options = entry.options.model_validate({"column": "category"} if type_ == "classes" else {})
+    special = {"classes": {"column": "category"}, "rsa": {"reference": str(tmp_path / "reference.npz"), "bootstrap": 20}}
+    options = entry.options.model_validate(special.get(type_, {}))
     emb = _embeddings_for(type_, tiny_run, tiny_world, tmp_path)
     records = evaluator.evaluate(emb, options)
     assert records and all(set(r) >= set(FIELDS) and r["type"] == type_ and r["role"] in ROLES for r in records)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -36,7 +37,7 @@ console = Console(stderr=True)
 out_console = Console()
 STATE = {"debug": False}
 
-SetOpt = typer.Option(None, "--set", help="Override a spec value: --set a.b=value (repeatable).")
+SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override a spec value: --set a.b=value (repeatable).")
 ConfigOpt = typer.Option(None, "--config", help="YAML file of spec overrides.")
 DryRunOpt = typer.Option(False, "--dry-run", help="Print the resolved spec as YAML and exit.")
 
@@ -104,12 +105,46 @@ def _split_list(values: Optional[List[str]]) -> Optional[List[str]]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+_NUMBER = re.compile(r"^\s*([-+]?[\d.]|—|-$|nan|$)")
+
+
+def _key_columns(header, rows) -> int:
+    """How many leading columns name a row (text, not figures): repeated in every part of a split table."""
+    for j in range(len(header)):
+        if rows and all(_NUMBER.match(str(r[j])) for r in rows if j < len(r)):
+            return max(j, 1)
+    return 1
+
+
 def _render(tables) -> None:
-    for title, header, rows in tables:
-        table = Table(*(escape(h) for h in header), title=escape(title))
+    """Print result tables whole: a table wider than the terminal is cut into parts by columns, each
+    repeating the row names, rather than shrinking its cells to "0.9…"."""
+    from rich.measure import Measurement
+
+    def make(title, cols, rows):
+        table = Table(title=escape(title))
+        for h in cols:
+            table.add_column(escape(header[h]), overflow="fold")
         for r in rows:
-            table.add_row(*(escape(c) for c in r))
-        out_console.print(table)
+            table.add_row(*(escape(r[h]) if h < len(r) else "" for h in cols))
+        return table
+
+    width, wide = out_console.width, out_console.options.update_width(10**6)
+    for title, header, rows in tables:
+        keys = list(range(_key_columns(header, rows)))
+        rest = list(range(len(keys), len(header)))
+        parts, current = [], []
+        for j in rest:
+            trial = make(title, keys + current + [j], rows)
+            if current and Measurement.get(out_console, wide, trial).maximum > width:
+                parts.append(current)
+                current = [j]
+            else:
+                current.append(j)
+        parts.append(current)
+        for i, cols in enumerate(parts):
+            name = title if len(parts) == 1 else f"{title} (part {i + 1} of {len(parts)})"
+            out_console.print(make(name, keys + cols, rows))
 
 
 class _BuildProgress:
@@ -328,6 +363,7 @@ def train(
             spec = resolve_train_spec(preset, str(config) if config else None, set_, str(data) if data else None, seed, device, profile)
             if dry_run:
                 _dry_run(spec)
+            stage.check_before_work(spec, str(out) if out else None)
             spec = stage.prepare(spec, console)
             note = f" profile {spec.profile}" if spec.profile else " no profile"
             _print_spec(f"train ({note.strip()}; differences from the method defaults)", spec, "RUN/spec.yaml")
@@ -342,24 +378,54 @@ def train(
 @app.command("save-embeddings")
 @handle_errors
 def save_embeddings(
-    runs: List[Path] = typer.Argument(..., metavar="RUN", help="Run directories."),
-    out: Path = typer.Option(..., "--out", help="Output .safetensors file (row ids go beside it)."),
-    split: Optional[str] = typer.Option(None, "--split", help="train | val | test | all (default: all for teacher runs, test for image models)."),
-    layers: Optional[List[str]] = typer.Option(None, "--layers", help="Layers to export (repeatable or comma-separated); default all."),
-    data: Optional[Path] = typer.Option(None, "--data", help="The runs' dataset directory, if it moved since training."),
-    device: str = typer.Option("auto", "--device"),
-    batch_size: int = typer.Option(256, "--batch-size"),
+    runs: Optional[List[Path]] = typer.Argument(None, metavar="RUN", help="Run directories (or --model NAME --data DIR instead)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output .safetensors file (row ids go beside it)."),
+    split: Optional[str] = typer.Option(None, "--split", help="train | val | test | all (default: all for teacher runs and --model, test for image models)."),
+    layers: Optional[List[str]] = typer.Option(None, "--layers", metavar="LAYER,...", help="Layers to export (repeatable or comma-separated); default all."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The runs' dataset directory, if it moved since training; with --model, the dataset to embed."),
+    model: Optional[str] = typer.Option(None, "--model", help="Embed DATA with a model no run trained: a timm model (resnet50, timm:vit_small_patch16_224) "
+                                                              "or a registered simtool model; randomly initialised unless --pretrained or --weights."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="--model: timm's pretrained weights (downloaded unless cached)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="--model: weights file, .safetensors or a .pth state dict (read with weights_only=True)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="--model: seed of the random initialisation (0)."),
+    list_layers: bool = typer.Option(False, "--list-layers", help="--model: list the model's layers and their dimensions, and exit."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per forward pass."),
     dry_run: bool = DryRunOpt,
 ):
-    """Export per-layer embeddings of trained runs.
+    """Export per-layer embeddings of trained runs, or of any model (--model) on a dataset directory.
 
     Writes FILE.safetensors (one (N, R, D) tensor per run and layer) and FILE.rows.parquet (ids, labels).
     """
     from simtool.specs.base import validate
     from simtool.specs.evaluate import SaveEmbeddingsSpec
 
+    runs = runs or []
+    if model is None:
+        given = [f for f, v in (("--pretrained", pretrained), ("--weights", weights), ("--seed", seed is not None), ("--list-layers", list_layers)) if v]
+        if given:
+            raise UserError(f"{given[0]} goes with --model NAME (a model no run trained); runs carry their own weights.")
+        if not runs:
+            raise UserError("save-embeddings needs run directories (RUN ...) or --model NAME --data DIR; see simtool save-embeddings --help.")
+    elif runs:
+        raise UserError(f"Pass either run directories or --model {model}, not both; export them to separate files (compare reads several).")
+    if pretrained and weights:
+        raise UserError("--pretrained (timm's weights) and --weights FILE both choose the weights; pass one of them.")
+    if list_layers:
+        from simtool.stages.embed import list_layers as _layers
+
+        table = Table("layer", "dimension", title=f"layers of {escape(model)}")
+        for name, dim in _layers(model, pretrained, str(weights) if weights else None, seed or 0):
+            table.add_row(escape(name), str(dim))
+        out_console.print(table)
+        return
+    if out is None:
+        raise UserError("save-embeddings needs --out FILE.safetensors (where the embeddings go).")
+    if model is not None and data is None:
+        raise UserError(f"--model {model} embeds a dataset directory: pass it with --data DIR.")
     spec = validate(SaveEmbeddingsSpec, {"runs": [str(r) for r in runs], "out": str(out), "split": split, "layers": _split_list(layers),
-                                         "data": str(data) if data else None, "device": device, "batch_size": batch_size}, "save-embeddings options")
+                                         "data": str(data) if data else None, "device": device, "batch_size": batch_size, "model": model,
+                                         "pretrained": pretrained, "weights": str(weights) if weights else None, "seed": seed or 0}, "save-embeddings options")
     if dry_run:
         _dry_run(spec)
     from simtool.stages.embed import save_embeddings as _save
@@ -385,10 +451,11 @@ def evaluate(
     exclude_same_object: bool = typer.Option(False, "--exclude-same-object",
                                              help="odd-one-out: context/category 'same' items never from the anchor's own object."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the evaluation's random draws (0)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Evaluator option: --set key=value (repeatable)."),
-    split: str = typer.Option("test", "--split"),
-    layers: Optional[List[str]] = typer.Option(None, "--layers", help="Layers to evaluate; default all."),
-    device: str = typer.Option("auto", "--device"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="rsa: the reference embedding (an embeddings file, or a .npy/.npz array with ids)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Evaluator option: --set key=value (repeatable)."),
+    split: str = typer.Option("test", "--split", help="A run target: the split of its dataset to embed (train | val | test | all)."),
+    layers: Optional[List[str]] = typer.Option(None, "--layers", metavar="LAYER,...", help="Layers to evaluate (repeatable or comma-separated); default all."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps."),
     dry_run: bool = DryRunOpt,
 ):
     """Evaluate a run, an embeddings file or a plain array.
@@ -399,7 +466,8 @@ def evaluate(
     from simtool.evaluators import validate_evaluate_spec
     from simtool.specs.base import parse_set
 
-    options = {"type": type, "rooms": rooms, "repeats": repeats, "seed": seed, "exclude_same_object": exclude_same_object or None, **parse_set(set_ or [])}
+    options = {"type": type, "rooms": rooms, "repeats": repeats, "seed": seed, "exclude_same_object": exclude_same_object or None,
+               "reference": str(reference) if reference else None, **parse_set(set_ or [])}
     spec = validate_evaluate_spec({"target": str(target), "out": str(out) if out else None, "labels": str(labels) if labels else None,
                                    "data": str(data) if data else None, "images": str(images) if images else None, "split": split,
                                    "layers": _split_list(layers), "device": device, "options": options})
@@ -413,7 +481,10 @@ def evaluate(
     from simtool.evaluators import get_evaluator
 
     _render(get_evaluator(spec.options.type).tables(doc["records"]))
-    console.print("[green]Wrote[/] " + ", ".join(escape(str(p)) for p in written))
+    if written:
+        console.print("[green]Wrote[/] " + ", ".join(escape(str(p)) for p in written))
+    else:
+        console.print("[yellow]Not written[/]: the results of a plain array go only where --out says; pass --out FILE.json to keep them.")
 
 
 @app.command()
@@ -422,9 +493,9 @@ def compare(
     targets: List[Path] = typer.Argument(..., metavar="TARGET",
                                          help="Results JSON files, run directories, directories of runs, or embeddings .safetensors files."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for comparison.md/.csv/.json and the PNG figures."),
-    layer: Optional[List[str]] = typer.Option(None, "--layer", help="Compare at one layer (e.g. time.out); "
+    layer: Optional[List[str]] = typer.Option(None, "--layer", metavar="[NAME=]LAYER", help="Compare at one layer (e.g. time.out); "
                                                                     "NAME=LAYER gives one group its own layer (repeatable)."),
-    name: Optional[List[str]] = typer.Option(None, "--name", help="Group name of each target, in order (repeat once per target)."),
+    name: Optional[List[str]] = typer.Option(None, "--name", metavar="NAME", help="Group name of each target, in order (repeat once per target)."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Show every group's paired difference to this group (e.g. simclr), "
                                                                       "with bootstrap 95 % intervals."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples of the paired differences (1000; 0 = none)."),
@@ -467,7 +538,17 @@ def command():
     """The click command of the app, with the registries' help texts filled in."""
     cmd = typer.main.get_command(app)
     _registry_help(cmd)
+    _list_metavars(cmd)
     return cmd
+
+
+def _list_metavars(cmd) -> None:
+    """Arguments that take several values show their metavar alone ("[RUN]...", "TARGET...") rather
+    than typer's type name ("<list[Path]>")."""
+    for sub in getattr(cmd, "commands", {}).values():
+        for p in sub.params:
+            if getattr(p, "param_type_name", "") == "argument" and p.nargs != 1:
+                p.display_type_rich = lambda ctx: None
 
 
 def main() -> None:

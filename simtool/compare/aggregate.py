@@ -81,12 +81,27 @@ class Collected:
     warnings: list[str] = field(default_factory=list)
 
 
+def model_identity(prov: dict, source: str, run: str) -> tuple:
+    """What a model's results are results of: its weights file (their hash), else the run directory
+    and which of its weights; a foreign array is its own source."""
+    if prov.get("weights_sha256"):
+        return ("weights", prov["weights_sha256"])
+    if prov.get("run") and prov.get("method"):
+        return ("run", str(Path(prov["run"]).resolve()), prov.get("weights"))
+    return ("source", source, run)
+
+
 def collect(targets: list[str], names: list[str] | None = None) -> Collected:
+    """Every record of the targets, once: the same question of the same weights (a run's own
+    results and those of its exported embeddings) counts once; results of a run evaluated before it
+    finished are left out when the run has results of its finished weights, else kept apart (their
+    group is labelled ``[unfinished]``). ``warnings`` say what was left out and why."""
     if names and len(names) != len(targets):
         raise UserError(f"--name was given {len(names)} time(s) for {len(targets)} target(s); give one name per target, in order.")
     records: list[dict] = []
     provenance: dict[tuple[str, str], dict] = {}
-    seen: set[tuple] = set()
+    seen: dict[tuple, str] = {}
+    repeated: dict[str, int] = {}
     for i, t in enumerate(targets):
         for f in results_files(Path(t)):
             doc = read_results(f)
@@ -94,19 +109,43 @@ def collect(targets: list[str], names: list[str] | None = None) -> Collected:
             for run, prov in (doc.get("models") or {}).items():
                 provenance[(str(f), run)] = prov
             for j, r in enumerate(doc["records"]):
-                key = (str(f), r.get("run"), r.get("repeat"), r.get("layer"), r.get("metric"), r.get("level"), r.get("condition"))
-                if key in seen:
-                    continue
-                seen.add(key)
                 prov = provenance.get((str(f), r.get("run")), {})
                 name = names[i] if names else (r.get("preset") or r.get("method") or prov.get("preset") or r.get("run"))
-                rec = {**r, "role": record_role(r), "name": name, "source": str(f)}
+                # the same question of the same weights counts once per group (two --name values are two groups)
+                key = (model_identity(prov, str(f), r.get("run")), name, r.get("type"), r.get("repeat"), r.get("layer"), r.get("metric"),
+                       r.get("level"), r.get("condition"))
+                if key in seen:
+                    if seen[key] != str(f):
+                        repeated[str(f)] = repeated.get(str(f), 0) + 1
+                    continue
+                seen[key] = str(f)
+                rec = {**r, "role": record_role(r), "name": name, "source": str(f), "_finished": prov.get("finished", True) is not False,
+                       "_run_path": str(Path(prov["run"]).resolve()) if prov.get("run") and prov.get("method") else None}
                 if j in samples:
                     rec[SAMPLE_KEY] = samples[j]
                 records.append(rec)
     if not records:
         raise UserError("No result records were found in the targets; run simtool evaluate first.")
-    return Collected(records, provenance)
+    warnings = [f"{f}: its {n} record(s) repeat results of the same weights found in another target; each is counted once." for f, n in repeated.items()]
+    finished_runs = {r["_run_path"] for r in records if r["_finished"] and r["_run_path"]}
+    left_out: dict[str, int] = {}
+    kept: list[dict] = []
+    for r in records:
+        if not r["_finished"]:
+            if r["_run_path"] in finished_runs:
+                left_out[r["source"]] = left_out.get(r["source"], 0) + 1
+                continue
+            r["name"] = f"{r['name']} [unfinished]"
+        kept.append(r)
+    warnings += [f"{f}: left out its {n} record(s) of a run evaluated before it finished; the run has results of its finished weights."
+                 for f, n in left_out.items()]
+    unfinished = sorted({r["source"] for r in kept if not r["_finished"]})
+    if unfinished:
+        warnings.append(f"{', '.join(unfinished)}: results of a run that had not finished (an intermediate checkpoint), shown apart as "
+                        "[unfinished]; evaluate the run again when it has finished.")
+    for r in kept:
+        r.pop("_finished"), r.pop("_run_path")
+    return Collected(kept, provenance, warnings)
 
 
 def run_only_keys(prov: dict) -> set[str]:
@@ -172,6 +211,7 @@ class Group:
     samples: list = field(default_factory=list)  # per value: encoded per-unit values or None
     datasets: list = field(default_factory=list)  # per value: dataset fingerprint
     role: str = "score"  # score | statistic | count (see simtool.formats.results.ROLES)
+    chance: float | None = None  # the value at chance its records give (None: unknown)
 
     @property
     def n(self) -> int:
@@ -234,7 +274,8 @@ def aggregate(col: Collected) -> Aggregated:
         key = (r["name"], r["type"], r.get("condition"), r["layer"], r["metric"], r.get("level"))
         g = groups.get(key)
         if g is None:
-            g = groups[key] = Group(r["name"], r["type"], r.get("condition"), r["layer"], r["metric"], r.get("level"), [], [], [], [], role=r["role"])
+            g = groups[key] = Group(r["name"], r["type"], r.get("condition"), r["layer"], r["metric"], r.get("level"), [], [], [], [], role=r["role"],
+                                    chance=r.get("chance"))
         v = r.get("value")
         if v is None or (isinstance(v, float) and math.isnan(v)):
             continue

@@ -62,7 +62,9 @@ def _unit_range(values) -> bool:
     return bool(finite) and min(finite) >= 0 and max(finite) <= 1
 
 
-def bar_figure(path: Path, title: str, columns: list[str], series: list[Series], ylabel: str = "score", chance: float | None = None) -> Path:
+def bar_figure(path: Path, title: str, columns: list[str], series: list[Series], ylabel: str = "score",
+               chance: dict[str, float] | None = None) -> Path:
+    """Grouped bars, one group per column; ``chance``: column -> the score at chance (a dashed line over its group)."""
     n_s, n_c = max(1, len(series)), max(1, len(columns))
     width = max(6.0, 1.5 + n_c * (0.35 * n_s + 0.5))
     fig = _figure(width, 4.6)
@@ -80,15 +82,19 @@ def bar_figure(path: Path, title: str, columns: list[str], series: list[Series],
                hatch=HATCHES[s.variant % len(HATCHES)], edgecolor="white" if s.variant == 0 else "black", linewidth=0.6,
                label=s.label, error_kw={"elinewidth": 0.9, "ecolor": "0.2"})
         tops += [v + (0.0 if math.isnan(err) else err) for v, err in zip(m, e) if not math.isnan(v)]
-    if chance is not None:
-        ax.axhline(chance, color="0.35", linestyle="--", linewidth=1, label="chance")
+    drawn = False
+    for c, value in (chance or {}).items():
+        if c in columns:
+            k = columns.index(c)
+            ax.hlines(value, k - 0.46, k + 0.46, colors="0.35", linestyles="--", linewidth=1, label=None if drawn else "chance")
+            drawn = True
     ax.set_xticks(x)
     ax.set_xticklabels(columns, rotation=0 if max((len(c) for c in columns), default=0) * n_c < 60 else 25,
                        ha="center" if max((len(c) for c in columns), default=0) * n_c < 60 else "right")
     ax.set_ylabel(ylabel)
     values = [v for s in series for v, _ in s.values.values()]
     if _unit_range(values):
-        ax.set_ylim(0, min(1.05, max(tops + [chance or 0]) * 1.08 + 0.02))
+        ax.set_ylim(0, min(1.0, max(tops + list((chance or {}).values()) + [0]) * 1.08 + 0.02))
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
@@ -97,7 +103,9 @@ def bar_figure(path: Path, title: str, columns: list[str], series: list[Series],
 
 
 def layer_figure(path: Path, title: str, layers: list[str], panels: list[tuple[str, list[Series]]], ylabel: str = "score",
-                 chance: float | None = None) -> Path:
+                 chance: dict[str, float] | None = None) -> Path:
+    """One panel per (metric, level) with a curve per series over the layers; ``chance``: panel name ->
+    the score at chance (a dashed line). Panels of scores in [0, 1] share one y-range, at most 1."""
     n = max(1, len(panels))
     cols = min(3, n)
     rows = math.ceil(n / cols)
@@ -105,6 +113,9 @@ def layer_figure(path: Path, title: str, layers: list[str], panels: list[tuple[s
     fig = _figure(0.6 + 4.3 * cols, 0.9 + (3.0 + 0.05 * longest) * rows)
     xpos = {lay: i for i, lay in enumerate(layers)}
     handles = {}
+    everything = [v[0] for _, series in panels for s in series for v in s.values.values()]
+    unit = _unit_range(everything)
+    low = min([v for v in everything if v is not None] + list((chance or {}).values()) + [1.0]) if unit else None
     for k, (name, series) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)
         for i, s in enumerate(series):
@@ -114,19 +125,17 @@ def layer_figure(path: Path, title: str, layers: list[str], panels: list[tuple[s
             pts.sort()
             xs, ys, es = zip(*pts)
             h = ax.errorbar(xs, ys, yerr=[0.0 if e is None else e for e in es], color=s.color, linestyle=STYLES[s.variant % len(STYLES)],
-                            marker=MARKERS[i % len(MARKERS)], markersize=4, capsize=2.5, linewidth=1.4, label=s.label)
+                            marker=MARKERS[i % len(MARKERS)], markersize=4, capsize=2.5, linewidth=1.4, label=s.label, clip_on=False)
             handles.setdefault(s.label, h)
-        if chance is not None:
-            handles.setdefault("chance", ax.axhline(chance, color="0.35", linestyle="--", linewidth=1, label="chance"))
+        if (chance or {}).get(name) is not None:
+            handles.setdefault("chance", ax.axhline(chance[name], color="0.35", linestyle="--", linewidth=1, label="chance"))
         ax.set_xticks(range(len(layers)))
         ax.set_xticklabels(layers, rotation=35, ha="right", fontsize=8)
         ax.set_title(name, fontsize=10)
         ax.set_ylabel(ylabel if k % cols == 0 else "")
         ax.grid(alpha=0.3)
-        vals = [v[0] for s in series for v in s.values.values()]
-        if _unit_range(vals):
-            lo = min([v for v in vals if v is not None] + [chance if chance is not None else 1.0])
-            ax.set_ylim(max(0.0, lo - 0.08), 1.02)
+        if unit:  # the same range in every panel, never above 1
+            ax.set_ylim(max(0.0, low - 0.05), 1.0)
     fig.suptitle(title, fontsize=11)
     fig.legend(list(handles.values()), list(handles), loc="upper left", bbox_to_anchor=(1.0, 0.93), fontsize=8, frameon=False)
     fig.tight_layout()

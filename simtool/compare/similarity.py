@@ -145,8 +145,7 @@ def similarity(members: list[Member], max_items: int = 2000, seed: int = 0, orde
             if pairs:
                 gr[a, b] = np.nanmean([mr[i, j] for i, j in pairs]) if any(np.isfinite(mr[i, j]) for i, j in pairs) else np.nan
                 gc[a, b] = np.nanmean([mc[i, j] for i, j in pairs]) if any(np.isfinite(mc[i, j]) for i, j in pairs) else np.nan
-            elif a == b:
-                gr[a, b] = gc[a, b] = 1.0
+            # a group of one member has no pair of runs: its diagonal stays empty, not a trivial 1
     names = [f"{m.label}: {m.model}#{m.repeat} @{m.layer} ({m.source})" for m in members]
     return Similarity(labels, gr, gc, names, mr, mc, len(shared), len(pick), layer, warnings)
 

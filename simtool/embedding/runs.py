@@ -18,9 +18,12 @@ kind's business (:class:`~simtool.formats.dataset_dir.Dataset`); this module is 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -28,14 +31,14 @@ import torch
 from rich.console import Console
 
 from simtool.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
-from simtool.data.images import center_box
+from simtool.data.images import eval_box_fn
 from simtool.engine.device import resolve_device
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import Dataset, TripletsDataset
 from simtool.formats.embeddings import Embeddings
 from simtool.formats.run_dir import RunDir
 from simtool.formats.weights import SPEC_KEY, read_metadata
-from simtool.io import canonical_hash
+from simtool.io import canonical_hash, file_sha256
 from simtool.models import load_model
 
 
@@ -108,11 +111,16 @@ def rows_table(ds: Dataset, rows: np.ndarray) -> tuple[pa.Table, dict]:
 
 @torch.no_grad()
 def embed_rows(loaded: LoadedRun, ds: Dataset, rows: np.ndarray, layers: list[str] | None,
-               device: torch.device, batch_size: int = 256, twin: Dataset | None = None) -> dict[str, torch.Tensor]:
+               device: torch.device, batch_size: int = 256, twin: Dataset | None = None, image_store: dict | None = None,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
     """Embed dataset ``rows`` with the run's evaluation transform → layer → float32 (N, 1, D) on the CPU.
 
+    A row with several images (an item of a triplets dataset) gets the mean of its images'
+    embeddings, renormalised where they are unit vectors; ``image_store`` (a dict) then receives
+    every image's ``(M, D)`` per layer and, under ``"__row__"``, the row of every image.
     ``twin``: take the images of the same rows from this dataset directory instead (a second image
-    set of the same frames, :meth:`Dataset.twin_images`)."""
+    set of the same frames, :meth:`Dataset.twin_images`). ``progress(done, total)``: called after
+    every batch with the images embedded so far."""
     available = list(loaded.card.get("layers", []))
     layers = list(layers or available)
     unknown = [x for x in layers if x not in available]
@@ -128,7 +136,8 @@ def embed_rows(loaded: LoadedRun, ds: Dataset, rows: np.ndarray, layers: list[st
         return {layer: out[layer].float().cpu().contiguous() for layer in layers}
     spec_in = loaded.card.get("input", {})
     size = int(spec_in.get("image_size", 224))
-    box = center_box(float(spec_in.get("crop_frac", 1.0)))
+    box_fn = eval_box_fn(str(spec_in.get("transform", "center_crop")), float(spec_in.get("crop_frac", 1.0)))
+    resample = str(spec_in.get("interpolation", "bilinear")) if spec_in.get("transform") == "resize_crop" else "bilinear"
     mean, std = spec_in.get("mean", IMAGENET_MEAN), spec_in.get("std", IMAGENET_STD)
     if twin is None:
         store = ds.images(size)
@@ -138,18 +147,26 @@ def embed_rows(loaded: LoadedRun, ds: Dataset, rows: np.ndarray, layers: list[st
     chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     for start in range(0, len(images), batch_size):
         idx = images[start : start + batch_size]
-        x = normalize(store.load_crops(idx, lambda w, h: box).to(device), mean, std)
+        x = normalize(store.load_crops(idx, box_fn, resample).to(device), mean, std)
         out = model.embed(x, tuple(layers))
         for layer in layers:
             chunks[layer].append(out[layer].float().cpu())
-    result = {}
+        if progress is not None:
+            progress(min(start + batch_size, len(images)), len(images))
+    result, per_image = {}, {}
     for layer in layers:
         emb = torch.cat(chunks[layer])
-        if owner is not None:  # several images per row: their mean
+        if owner is not None:  # several images per row: their mean, renormalised when the images' embeddings are unit vectors
+            per_image[layer] = emb
             total = torch.zeros(len(rows), emb.shape[1])
             total.index_add_(0, torch.from_numpy(owner), emb)
-            emb = total / torch.from_numpy(np.bincount(owner, minlength=len(rows))).float().unsqueeze(1)
+            mean = total / torch.from_numpy(np.bincount(owner, minlength=len(rows))).float().unsqueeze(1)
+            unit = bool(len(emb)) and bool(torch.allclose(emb.norm(dim=1), torch.ones(len(emb)), atol=1e-3))
+            emb = torch.nn.functional.normalize(mean, dim=1) if unit else mean
         result[layer] = emb.unsqueeze(1)
+    if image_store is not None:
+        image_store.update(per_image)
+        image_store["__row__"] = owner
     return result
 
 
@@ -157,7 +174,8 @@ def _provenance(loaded: LoadedRun, name: str, layers: list[str]) -> dict:
     spec = loaded.spec
     return {
         "name": name,
-        "run": str(loaded.run.path),
+        "run": str(loaded.run.path.resolve()),
+        "weights_sha256": file_sha256(loaded.weights),
         "method": loaded.card.get("method"),
         "preset": loaded.card.get("preset"),
         "seed": spec.get("seed"),
@@ -184,7 +202,46 @@ def _ensemble_provenance(parts: list[tuple[LoadedRun, int]], name: str, layers: 
     first["runs"] = [str(loaded.run.path) for loaded, _ in parts]
     first["repetitions"] = reps
     first["finished"] = all(loaded.finished for loaded, _ in parts)
+    if len(parts) > 1:  # the ensemble is the weights of all its runs
+        first["weights_sha256"] = canonical_hash([file_sha256(loaded.weights) for loaded, _ in parts])
     return first
+
+
+@contextlib.contextmanager
+def embedding_progress(console: Console | None, name: str):
+    """A ``progress(done, total)`` callback showing a bar for embedding ``name`` (images/s, time
+    left) while the block runs; a no-op without a console. Where another live display is already
+    shown (``evaluate``'s status line) one line at the start and one at the end instead."""
+    if console is None:
+        yield None
+        return
+    from rich.errors import LiveError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("embedding {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                   TimeRemainingColumn(), console=console, transient=True)
+    t0 = time.perf_counter()
+    seen = {"n": 0}
+    try:
+        bar.start()
+    except LiveError:
+        bar = None
+        console.print(f"Embedding {name} ...", soft_wrap=True)
+    task = bar.add_task(name, total=None) if bar is not None else None
+
+    def progress(done: int, total: int) -> None:
+        seen["n"] = total
+        if bar is not None:
+            bar.update(task, completed=done, total=total)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.stop()
+    seconds = time.perf_counter() - t0
+    if seen["n"]:
+        console.print(f"Embedded {name}: {seen['n']} images in {seconds:.1f} s ({seen['n'] / max(seconds, 1e-9):.0f} images/s).", soft_wrap=True)
 
 
 def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, device_name: str, batch_size: int,
@@ -205,6 +262,7 @@ def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, dev
         split = "all" if all(index_models) else "test"
     ensemble: list[tuple[LoadedRun, int]] = []
     twin = Dataset(images) if images else None
+    image_embs, image_row = {}, None  # every image's embedding, for rows with several images
     for run_path, loaded in zip(runs, loaded_runs):
         fp = (loaded.card.get("dataset") or {}).get("fingerprint")
         if ds is None:
@@ -216,7 +274,9 @@ def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, dev
         elif fp and fp != ds.fingerprint:
             raise UserError(f"{run_path} was trained on another dataset than the first run ({fp[:19]} vs {ds.fingerprint[:19]}); "
                             "save embeddings of one dataset per file.")
-        embs = embed_rows(loaded, ds, rows, layers, device, twin=twin)
+        per_image: dict = {}
+        with embedding_progress(console, loaded.name) as progress:
+            embs = embed_rows(loaded, ds, rows, layers, device, twin=twin, image_store=per_image, progress=progress)
         if loaded.is_index_model:  # teachers: one ensemble, repetitions stacked along R
             for layer, t in embs.items():
                 key = layer
@@ -233,6 +293,8 @@ def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, dev
         names.add(name)
         for layer, t in embs.items():
             tensors[f"{name}/{layer}"] = t.contiguous()
+        image_row = per_image.pop("__row__", image_row)
+        image_embs.update({f"{name}/{layer}": t.contiguous() for layer, t in per_image.items()})
         models.append(_provenance(loaded, name, list(embs)))
     if ensemble:
         name = "+".join(dict.fromkeys(lr.name for lr, _ in ensemble)) if len(ensemble) > 1 else ensemble[0][0].name
@@ -241,4 +303,5 @@ def embed_runs(runs: list[str], split: str | None, layers: list[str] | None, dev
     table, info = rows_table(ds, rows)
     if twin is not None:
         info["images"] = {"name": twin.name, "fingerprint": twin.fingerprint, "path": str(twin.root.resolve())}
-    return Embeddings(rows=table, models=models, tensors=tensors, dataset=ds.ref(), split=split, info=info, triplets=ds.triplets_of(rows, split))
+    return Embeddings(rows=table, models=models, tensors=tensors, dataset=ds.ref(), split=split, info=info, triplets=ds.triplets_of(rows, split),
+                      images=image_embs, image_row=image_row)

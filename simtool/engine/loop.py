@@ -16,6 +16,20 @@ far travels in the resumable state, so a resumed run keeps the same best checkpo
 Resume is exact: data order and augmentations come from generators keyed by
 ``(seed, epoch, step, rank)`` and the checkpoint holds the model, optimizer, scheduler, global RNG
 states and loop position, so ``--resume`` reproduces the weights of an uninterrupted run.
+
+Throughput: every ``metrics.jsonl`` train record (and the progress line) carries the images (or the
+method's unit) per second over all processes, ``data_wait``, the fraction of the logging window's
+time spent waiting for the method's next batch (its loading, decoding and host-side work; the
+host-to-device copy and the augmentations run inside the step), and on CUDA ``peak_memory_gib``, the
+peak memory allocated during the window's steps (on this process's device). Waiting is measured
+with the host clock around the batch iterator only (no device synchronisation on the CPU; on CUDA
+one per window, so the window's time includes its queued device work).
+
+The spec's ``engine`` section (:func:`~simtool.engine.device.resolve_engine`; ``auto`` = on for
+CUDA) sets how the steps run, never what is learned: the model's weights channels-last,
+``torch.compile`` of the training model, TF32 matrix products, and the options of the method's
+image loaders (:class:`~simtool.data.loading.LoaderOptions`: pinned memory, persistent workers,
+prefetching, JPEG decoding on the device).
 """
 
 from __future__ import annotations
@@ -33,8 +47,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from simtool import __version__
+from simtool.data.loading import LoaderOptions, loader_options
 from simtool.engine.checkpoint import flatten_state, model_state, unflatten_state
-from simtool.engine.device import autocast, resolve_device, resolve_precision
+from simtool.engine.device import (
+    EngineOptions,
+    autocast,
+    compile_failure,
+    cuda_memory,
+    cuda_total_memory,
+    optimizer_state_like_params,
+    resolve_device,
+    resolve_engine,
+    resolve_precision,
+    tf32_matmuls,
+    to_channels_last,
+)
 from simtool.engine.distributed import DistInfo, all_reduce_mean, any_rank, barrier, setup_distributed, teardown_distributed
 from simtool.engine.method import Method, StepInfo
 from simtool.engine.optim import build_optimizer, build_scheduler
@@ -46,10 +73,11 @@ from simtool.specs.base import run_only_paths
 
 
 class TrainingInterrupted(Exception):
-    """Raised after Ctrl-C once a checkpoint has been written."""
+    """Raised after Ctrl-C or SIGTERM once a checkpoint has been written."""
 
-    def __init__(self, run_dir: Path, step: int):
-        super().__init__(f"Interrupted at step {step}; a checkpoint was saved. Continue with: simtool train --resume {run_dir}")
+    def __init__(self, run_dir: Path, step: int, why: str | None = None):
+        by = f" by {why}" if why else ""
+        super().__init__(f"Interrupted{by} at step {step}; a checkpoint was saved. Continue with: simtool train --resume {run_dir}")
         self.run_dir = run_dir
         self.step = step
 
@@ -132,10 +160,12 @@ class _Position:
 
 
 def _configure(spec, dist: DistInfo):
-    """The spec with ``loop.batch_size_per_device`` filled in, the device and the precision (checks first)."""
+    """The spec with ``loop.batch_size_per_device`` filled in, the device, the precision and the
+    engine options (checks first)."""
     spec = spec.model_copy(deep=True)  # the engine fills in loop.batch_size_per_device
     device = resolve_device(spec.device, dist.local_rank)
     precision = resolve_precision(spec.precision, device)
+    engine = resolve_engine(spec.engine, device)
     per_device, rest = divmod(spec.loop.batch_size, dist.world_size)
     if rest or per_device < 1:
         raise UserError(f"loop.batch_size={spec.loop.batch_size} is the global batch and must divide evenly over {dist.world_size} processes; "
@@ -147,7 +177,13 @@ def _configure(spec, dist: DistInfo):
     if spec.checkpoint.best and not spec.loop.eval_every:
         raise UserError(f"checkpoint.best={spec.checkpoint.best} keeps the best validation pass, but loop.eval_every=0 runs none; "
                         "set loop.eval_every to 1 or more, or unset checkpoint.best.")
-    return spec, device, precision
+    return spec, device, precision, engine
+
+
+def engine_loader_options(engine: EngineOptions, device: torch.device) -> LoaderOptions:
+    """The options of the image loaders the method builds (plain values: the data layer reads no spec)."""
+    return LoaderOptions(device=str(device), pin_memory=engine.pin_memory if device.type == "cuda" else None,
+                         persistent_workers=engine.persistent_workers, prefetch=engine.prefetch, decode=engine.decode)
 
 
 def _restore(run: RunDir, ckpt: Path, model, optimizer, scheduler, device, dist: DistInfo, console) -> _Position:
@@ -179,6 +215,8 @@ def _progress(console, dist: DistInfo, unit: str) -> Progress:
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}"),
         TextColumn("{task.fields[ips]:.0f} " + unit + "/s"),
+        TextColumn("data wait {task.fields[wait]:.0%}"),
+        TextColumn("{task.fields[mem]}"),
         TimeRemainingColumn(),
         console=console,
         disable=not dist.is_main,
@@ -189,10 +227,15 @@ def _progress(console, dist: DistInfo, unit: str) -> Progress:
 class _Loop:
     """One training session of a run: the pieces of :func:`fit`."""
 
-    def __init__(self, spec, run: RunDir, method: Method, model, device, precision, dist: DistInfo, console, stop_after_steps):
+    def __init__(self, spec, run: RunDir, method: Method, model, device, precision, dist: DistInfo, console, stop_after_steps,
+                 engine: EngineOptions | None = None):
         self.spec, self.run, self.method, self.model = spec, run, method, model
         self.device, self.precision, self.dist, self.console = device, precision, dist, console
         self.stop_after_steps = stop_after_steps
+        self.engine = engine or EngineOptions()
+        self.compiling = self.engine.compile  # until the first step has run through the compiled model
+        self.peak_memory: float | None = None  # GiB, the largest window peak (CUDA)
+        self.waited = 0.0  # seconds spent waiting for batches since the last train record
         self.optimizer = build_optimizer(model, spec.optim)
         self.steps_per_epoch = method.steps_per_epoch()
         self.scheduler = build_scheduler(self.optimizer, spec.schedule, self.steps_per_epoch, spec.loop.epochs)
@@ -201,7 +244,8 @@ class _Loop:
         self.train_model: torch.nn.Module = model
         unit = getattr(method, "throughput_unit", "img")
         self.unit, self.rate_key = unit, ("images_per_s" if unit == "img" else f"{unit}_per_s")
-        self.stop = StopRequest(on_first=lambda: console.print("\n[yellow]Ctrl-C: finishing this step and saving a checkpoint (press again to abort).[/]"))
+        self.stop = StopRequest(on_first=lambda: console.print(f"\n[yellow]{self.stop.signal_name}: finishing this step and saving a checkpoint "
+                                                              "(a second Ctrl-C or SIGTERM aborts).[/]"))
 
     def checkpoint(self, epoch: int, step: int) -> None:
         """A resumable checkpoint whose next step is ``step`` of ``epoch``."""
@@ -219,6 +263,17 @@ class _Loop:
 
     def train_step(self, batch, step: int) -> dict[str, float]:
         """One optimizer step on ``batch``; the floats to log."""
+        try:
+            return self._train_step(batch, step)
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory() from None
+        except Exception as exc:
+            failure = compile_failure(exc) if self.compiling else None
+            if failure is None:
+                raise
+            raise failure from None
+
+    def _train_step(self, batch, step: int) -> dict[str, float]:
         info = StepInfo(self.pos.epoch, step, self.pos.global_step, self.device, self.dist)
         with autocast(self.device, self.precision):
             loss, logs = self.method.training_step(self.train_model, batch, info)
@@ -228,16 +283,35 @@ class _Loop:
         self.scheduler.step()
         self.pos.global_step += 1
         self.pos.last_loss = float(loss.detach())
+        self.compiling = False
         return {"loss": self.pos.last_loss, **logs}
 
-    def log(self, window: dict, n_window: int, t_window: float, progress, task) -> None:
-        elapsed = max(time.time() - t_window, 1e-9)
+    def _out_of_memory(self) -> UserError:
+        per = self.spec.loop.batch_size_per_device
+        seen = f"; the steps before peaked at {self.peak_memory:.1f} GiB" if self.peak_memory else ""
+        total = cuda_total_memory(self.device)
+        size = f" of {total:.0f} GiB" if total else ""
+        return UserError(f"{self.device}{size} ran out of memory in a step of {per} {self.unit} per device (loop.batch_size={self.spec.loop.batch_size}"
+                         f"{seen}); lower loop.batch_size (e.g. --set loop.batch_size={max(2, self.spec.loop.batch_size // 2)}).")
+
+    def log(self, window: dict, n_window: int, t_window: float, wait: float, progress, task) -> None:
+        """One train record of the window's ``n_window`` steps that began at ``t_window`` and waited
+        ``wait`` seconds for their batches."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the window's time includes its queued device work
+        elapsed = max(time.perf_counter() - t_window, 1e-9)
         ips = self.method.images_per_step * n_window * self.dist.world_size / elapsed
-        record = {"type": "train", "epoch": self.pos.epoch, "step": self.pos.global_step, "lr": self.scheduler.get_last_lr()[0], self.rate_key: round(ips, 1)}
+        record = {"type": "train", "epoch": self.pos.epoch, "step": self.pos.global_step, "lr": self.scheduler.get_last_lr()[0],
+                  self.rate_key: float(f"{ips:.4g}")}  # 4 significant digits: a CPU's 0.4 img/s and a GPU's 3,000
+        record["data_wait"] = round(all_reduce_mean(min(wait / elapsed, 1.0), self.dist, self.device), 4)
+        peak = cuda_memory(self.device)
+        if peak is not None:
+            record["peak_memory_gib"] = round(peak, 2)
+            self.peak_memory = max(self.peak_memory or 0.0, peak)
         record.update({k: all_reduce_mean(float(np.mean(v)), self.dist, self.device) for k, v in window.items()})
         if self.dist.is_main:
             self.run.append_metrics(record)
-        progress.update(task, loss=record["loss"], ips=ips)
+        progress.update(task, loss=record["loss"], ips=ips, wait=record["data_wait"], mem=f"peak {peak:.1f} GiB" if peak is not None else "")
 
     def run_epoch(self, progress, task) -> bool:
         """The remaining steps of the current epoch; True when a stop was requested before its end
@@ -245,14 +319,15 @@ class _Loop:
         epoch end as usual (validation and checkpoint) first."""
         spec, pos = self.spec, self.pos
         window: dict[str, list[float]] = {}
-        t_window, n_window = time.time(), 0
-        for step, batch in enumerate(self.method.batches(pos.epoch, pos.step), start=pos.step):
+        t_window, n_window = time.perf_counter(), 0
+        for step, batch in _timed(enumerate(self.method.batches(pos.epoch, pos.step), start=pos.step), self):
             for k, v in self.train_step(batch, step).items():
                 window.setdefault(k, []).append(float(v))
             n_window += 1
             if pos.global_step % spec.loop.log_every == 0 or step == self.steps_per_epoch - 1:
-                self.log(window, n_window, t_window, progress, task)
-                window, t_window, n_window = {}, time.time(), 0
+                wait, self.waited = self.waited, 0.0
+                self.log(window, n_window, t_window, wait, progress, task)
+                window, t_window, n_window = {}, time.perf_counter(), 0
             progress.update(task, completed=pos.global_step, epoch=f"{pos.epoch + 1}/{spec.loop.epochs}")
             if self.stop_after_steps is not None and pos.global_step >= self.stop_after_steps:
                 self.stop.requested = True
@@ -281,7 +356,7 @@ class _Loop:
                 pos.best = _update_best(spec, self.run, self.model, self.meta, pos.last_eval, pos.best, pos.epoch, pos.global_step, self.dist)
         if self.dist.is_main:
             shown = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in pos.last_eval.items()) if pos.last_eval else ""
-            progress.console.print(f"epoch {pos.epoch}/{spec.loop.epochs}  loss {pos.last_loss:.4f}  {shown}")
+            progress.console.print(f"epoch {pos.epoch}/{spec.loop.epochs}  loss {pos.last_loss:.4f}  {shown}", soft_wrap=True)
         self.checkpoint(pos.epoch, 0)
 
     def train(self) -> None:
@@ -291,17 +366,18 @@ class _Loop:
         progress = _progress(self.console, self.dist, self.unit)
         with self.stop, progress:
             task = progress.add_task("train", total=total_steps, completed=pos.global_step,
-                                     epoch=f"{pos.epoch + 1}/{spec.loop.epochs}", loss=float("nan"), ips=0.0)
+                                     epoch=f"{pos.epoch + 1}/{spec.loop.epochs}", loss=float("nan"), ips=0.0, wait=0.0, mem="")
             while pos.epoch < spec.loop.epochs:
                 self.model.train()
                 if self.run_epoch(progress, task):
-                    raise TrainingInterrupted(self.run.path, pos.global_step)
+                    raise TrainingInterrupted(self.run.path, pos.global_step, self.stop.signal_name)
                 self.end_epoch(progress)
                 if self.stop.requested:
-                    raise TrainingInterrupted(self.run.path, pos.global_step)
+                    raise TrainingInterrupted(self.run.path, pos.global_step, self.stop.signal_name)
 
     def summary(self, t_start: float) -> dict:
         spec = self.spec
+        extra = {"peak_memory_gib": round(self.peak_memory, 2)} if self.peak_memory is not None else {}
         return {
             "status": "completed",
             "epochs": spec.loop.epochs,
@@ -316,15 +392,32 @@ class _Loop:
             "batch_size_per_device": spec.loop.batch_size_per_device,
             "weights": str(self.run.final_weights.relative_to(self.run.path)),
             "best": self.pos.best,
+            "engine": self.engine.to_dict(),
+            **extra,
             "torch": torch.__version__,
             "simtool": __version__,
         }
 
 
+def _timed(batches, loop: _Loop):
+    """``batches`` (an iterator), adding the seconds each ``next`` takes to ``loop.waited``."""
+    loop.waited = 0.0
+    it = iter(batches)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        loop.waited += time.perf_counter() - t
+        yield item
+
+
 def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dist: DistInfo) -> dict:
-    spec, device, precision = _configure(spec, dist)
+    spec, device, precision, engine = _configure(spec, dist)
     seed_everything(spec.seed + dist.rank)
-    method = build_method(spec, device=device, dist=dist, console=console)
+    with loader_options(engine_loader_options(engine, device)):
+        method = build_method(spec, device=device, dist=dist, console=console)
     if method.steps_per_epoch() < 1:
         raise UserError("The training data gives no full batch per epoch; lower loop.batch_size or use more data.")
     ckpt = run.latest_checkpoint() if resume else None
@@ -336,13 +429,22 @@ def _fit(spec, run: RunDir, build_method, resume, console, stop_after_steps, dis
         run.create(spec.to_dict())  # only now: the spec, the device and the data have validated
     barrier(dist)
     model = method.model.to(device)
-    loop = _Loop(spec, run, method, model, device, precision, dist, console, stop_after_steps)
+    if engine.channels_last:
+        to_channels_last(model)
+    loop = _Loop(spec, run, method, model, device, precision, dist, console, stop_after_steps, engine)
     if ckpt is not None:
         loop.pos = _restore(run, ckpt, model, loop.optimizer, loop.scheduler, device, dist, console)
+        if engine.channels_last:
+            optimizer_state_like_params(loop.optimizer)
     if dist.enabled:
         loop.train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if engine.compile:
+        loop.train_model = torch.compile(loop.train_model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t_start = time.time()
-    loop.train()
+    with tf32_matmuls(engine.tf32 if device.type == "cuda" else None):
+        loop.train()
     summary = loop.summary(t_start)
     if dist.is_main:
         run.write_final(model_state(model), metadata=loop.meta)

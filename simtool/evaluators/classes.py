@@ -24,7 +24,7 @@ from simtool.evaluators._registry import Evaluator, register_evaluator, select_l
 from simtool.formats.results import attach_sample
 from simtool.metrics.clustering import ami, kmeans, nmi
 from simtool.metrics.retrieval import recall_name, retrieval_metrics
-from simtool.specs.base import Spec
+from simtool.specs.base import Seed, Spec
 
 METRIC_NAMES = {"precision_at_1": "P@1", "r_precision": "R-Precision", "map_at_r": "MAP@R"}
 
@@ -42,7 +42,7 @@ class ClassesOptions(Spec):
     distance: Literal["cosine", "euclidean"] = Field("cosine", description="similarity of the neighbour search and of k-means (cosine: on L2-normalised rows)")
     clustering: bool = Field(True, description="also run k-means for NMI and AMI")
     kmeans_iters: int = Field(20, ge=1, le=1000, description="most k-means iterations")
-    seed: int = Field(0, description="seed of the k-means initialisation")
+    seed: Seed = Field(0, description="seed of the k-means initialisation")
     column: Optional[str] = Field(None, description="label column to use as class (default: class, else category)")
 
     @field_validator("k", mode="before")
@@ -68,13 +68,13 @@ class ClassesOptions(Spec):
 def class_column(emb, column: str | None) -> str:
     if column:
         if not emb.has(column):
-            raise UserError(f"These embeddings have no column {column!r}; their columns are: {', '.join(emb.rows.column_names)}.")
+            raise UserError(f"These embeddings have no label {column!r}; {emb.labels_held()}.")
         return column
     for name in ("class", "category"):
         if emb.has(name):
             return name
     raise UserError("Class retrieval needs a 'class' label for every embedding; "
-                    f"the labels have: {', '.join(emb.rows.column_names)} (pass --set column=NAME to use another).")
+                    f"{emb.labels_held()} (pass --set column=NAME to use another).")
 
 
 @register_evaluator("classes", ClassesOptions)

@@ -19,7 +19,7 @@ from simtool.evaluators._registry import Evaluator, register_evaluator, select_l
 from simtool.formats.results import attach_sample
 from simtool.metrics.odd_one_out import LEVELS, odd_one_out_accuracy
 from simtool.metrics.representation import collapse, effective_rank, sparsity
-from simtool.specs.base import Spec
+from simtool.specs.base import Seed, Spec
 
 ROLES = {"dim": "count", "sparsity": "statistic", "collapse": "statistic", "effective_rank": "statistic"}
 
@@ -28,7 +28,7 @@ class OddOneOutOptions(Spec):
     type: Literal["odd-one-out"] = "odd-one-out"
     rooms: Optional[str] = Field(None, description="semantic | random | a room JSON file; default: the rooms each model trained with")
     repeats: int = Field(10, ge=1, le=1000, description="triplets drawn per anchor and level")
-    seed: int = 0
+    seed: Seed = 0
     exclude_same_object: bool = Field(False, description="context/category 'same' items never come from the anchor's own object")
 
 
@@ -57,7 +57,7 @@ class OddOneOut(Evaluator):
     def evaluate(self, emb, options, layers=None) -> list[dict]:
         for needed in ("category", "object"):
             if not emb.has(needed):
-                raise UserError(f"Odd-one-out needs a {needed!r} label for every embedding; the labels have: {', '.join(emb.rows.column_names)}.")
+                raise UserError(f"Odd-one-out needs a {needed!r} label for every embedding; {emb.labels_held()}.")
         category_all = emb.column("category").astype(np.int64)
         obj_all = emb.column("object")
         _, obj_all = np.unique(obj_all.astype(str), return_inverse=True)
@@ -82,7 +82,7 @@ class OddOneOut(Evaluator):
                     for level in LEVELS:
                         res = odd_one_out_accuracy(e, room, category, obj, level, repeats=options.repeats, seed=options.seed,
                                                    exclude_same_object=options.exclude_same_object, per_anchor=True)
-                        rec = self.record(**base, metric="accuracy", level=level, value=res["accuracy"], n=res["n_triplets"], se=res["stderr"],
+                        rec = self.record(**base, metric="accuracy", level=level, value=res["accuracy"], n=res["n_triplets"], se=res["stderr"], chance=1 / 3,
                                           note=f"anchors={res['n_anchors']} skipped={res['skipped']}")
                         if res["n_anchors"]:  # per-anchor accuracies, for compare's bootstrap intervals
                             attach_sample(rec, res["correct_per_anchor"] / options.repeats, "anchor", denominator=options.repeats)

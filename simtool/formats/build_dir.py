@@ -74,6 +74,18 @@ def build_key(spec) -> str:
     return canonical_hash({"spec": d, "simtool": __version__}, 32)
 
 
+def build_lock(out: Path, shard: tuple[int, int] | None = None):
+    """The lock of a build of ``out``: ``OUT.lock`` (one process builds or merges it); a shard
+    ``--shard i/n`` takes ``OUT.build/shard-i-of-n.lock`` instead, so the shards of one build run at
+    once (each part is renamed into place when complete)."""
+    from simtool.locks import OwnerLock, beside
+
+    if shard is not None:
+        return OwnerLock(work_dir(out) / f"shard-{shard[0]}-of-{shard[1]}.lock", f"Shard {shard[0]}/{shard[1]} of the build of {out}",
+                         busy="wait for it to finish or stop it (Ctrl-C)")
+    return OwnerLock(beside(out), f"The dataset directory {out}", busy="it is being built: wait for it to finish or stop it (Ctrl-C), or choose another --out")
+
+
 def read_manifest_key(work: Path) -> tuple[bool, str | None]:
     """``(whether a manifest exists, its build key or None when unreadable)``."""
     path = work / MANIFEST

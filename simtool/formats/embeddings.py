@@ -9,6 +9,12 @@ Format version 2 is a pair of files, ``NAME.safetensors`` and ``NAME.rows.parque
   layers, whether training had finished, what the method recorded about context), ``dataset``
   (name, kind, content fingerprint, path at export time), ``split``, ``n_rows``, the simtool
   version and ``rows_sha256``, which ties the rows file to this file.
+* Rows with several images (the items of a triplets dataset whose items have several, THINGS
+  concepts, the toy world's objects) hold the renormalised mean of their images' unit embeddings;
+  the file then also holds every image's embedding: ``__images__/<model>/<layer>`` float32
+  ``(M, D)`` and ``__images__/row`` int64 ``(M,)`` (the row of every image), so that
+  ``evaluate --type triplets`` scores individual images as the original (:class:`Embeddings`
+  holds them in ``images`` and ``image_row``).
 * Embeddings of a ``triplets`` dataset also carry its labelled triplets among the exported rows (so
   ``evaluate --type triplets`` needs nothing else): three more tensors in ``NAME.safetensors``,
   ``__triplets__/index`` int64 ``(T, 3)`` (row numbers of this file: anchor or pair member, closer
@@ -49,6 +55,7 @@ SUFFIX = ".safetensors"
 ROWS_SUFFIX = ".rows.parquet"
 LEVEL_COLUMNS = ("category", "object")
 TRIPLETS_PREFIX = "__triplets__/"
+IMAGES_PREFIX = "__images__/"
 
 
 def _encode_triplets(t: Triplets, n_rows: int) -> tuple[dict, dict]:
@@ -80,6 +87,31 @@ def _decode_triplets(tensors: dict, meta: dict, n_rows: int) -> Triplets | None:
     return Triplets(index, kind.astype(str), split.astype(str))
 
 
+def _encode_images(emb, n_rows: int) -> dict:
+    import torch
+
+    row = np.asarray(emb.image_row, dtype=np.int64).reshape(-1)
+    if len(row) and (row.min() < 0 or row.max() >= n_rows):
+        raise ValueError(f"image rows must lie in 0..{n_rows - 1}")
+    out = {IMAGES_PREFIX + "row": torch.from_numpy(row)}
+    for key, t in emb.images.items():
+        if t.dim() != 2 or t.shape[0] != len(row):
+            raise ValueError(f"image tensor {key} must be (M={len(row)}, D), got {tuple(t.shape)}")
+        out[IMAGES_PREFIX + key] = t.float().contiguous()
+    return out
+
+
+def _decode_images(tensors: dict, n_rows: int) -> tuple[dict, np.ndarray | None]:
+    keys = [k for k in tensors if k.startswith(IMAGES_PREFIX)]
+    if not keys:
+        return {}, None
+    row = tensors.pop(IMAGES_PREFIX + "row").numpy().astype(np.int64)
+    images = {k[len(IMAGES_PREFIX):]: tensors.pop(k) for k in keys if k != IMAGES_PREFIX + "row"}
+    if any(t.dim() != 2 or t.shape[0] != len(row) for t in images.values()) or (len(row) and (row.min() < 0 or row.max() >= n_rows)):
+        raise ValueError("malformed image embeddings")
+    return images, row
+
+
 def rows_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name.removesuffix(SUFFIX) + ROWS_SUFFIX)
@@ -97,6 +129,10 @@ class Embeddings:
     info: dict = field(default_factory=dict)  # category_names, rooms: {assignment: [room names]}
     path: Path | None = None
     triplets: Triplets | None = None  # labelled triplets among the rows (triplets datasets)
+    # rows with several images (the items of a triplets dataset): every image's embedding,
+    # "<model>/<layer>" -> float32 (M, D), and the row of every image, int64 (M,)
+    images: dict = field(default_factory=dict)
+    image_row: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.rows.num_rows
@@ -118,6 +154,17 @@ class Embeddings:
     def has(self, column: str) -> bool:
         return column in self.rows.column_names
 
+    def labels_held(self) -> str:
+        """What labels these embeddings have, in the user's terms, to end a sentence about a missing
+        one: the columns of the ``--labels`` file it came with, else its label levels and rooms."""
+        if self.info.get("labels_file"):
+            return f"the labels file {self.info['labels_file']} has the columns: {', '.join(self.info.get('label_columns', [])) or 'none'}"
+        internal = {"id", "split", "image", "frame", "key"}
+        names = [c for c in self.rows.column_names if c not in internal and not c.startswith(ROOM_PREFIX)]
+        if self.room_assignments:
+            names.append(f"context (rooms: {', '.join(self.room_assignments)})")
+        return f"these embeddings have the labels: {', '.join(names) or 'none'}"
+
     def rooms(self, which: str) -> np.ndarray:
         """int64 (N,) room of every row under assignment ``which`` (a stored one, or a room JSON
         file applied to the ``category`` column); -1 = no room."""
@@ -127,13 +174,13 @@ class Embeddings:
             from simtool.formats.rooms import load_room_assignment
 
             if not self.has("category"):
-                raise UserError(f"A room file needs a category column to map; these embeddings have only: {', '.join(self.rows.column_names)}.")
+                raise UserError(f"A room file needs a category label to map to rooms; {self.labels_held()}.")
             category = self.column("category").astype(np.int64)
             n_cat = max(len(self.info.get("category_names", [])), int(category.max()) + 1 if len(category) else 0)
             room_of_category, _ = load_room_assignment(which, n_cat)
             return room_of_category[category]
         have = ", ".join(self.room_assignments) or "none"
-        raise UserError(f"These embeddings have no room assignment {which!r} (stored: {have}); pass one of them or a room JSON file.")
+        raise UserError(f"These embeddings have no room assignment {which!r} (stored: {have}); pass --rooms with one of them or a room JSON file.")
 
 
 def _table_bytes(table: pa.Table) -> bytes:
@@ -176,12 +223,21 @@ def write_embeddings(path: str | Path, emb: Embeddings, spec: dict | None = None
         extra, info = _encode_triplets(emb.triplets, n)
         tensors.update(extra)
         meta["triplets"] = json.dumps(info)
+    if emb.images:
+        tensors.update(_encode_images(emb, n))
     rp = rows_path(path)
     with atomic_path(rp) as tmp:
         tmp.write_bytes(data)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path, rp
+
+
+def numpy_magic(path: Path) -> bool:
+    """Whether ``path`` starts as a ``.npy`` (``\\x93NUMPY``) or a ``.npz`` (a zip) file does."""
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    return head == b"\x93NUMPY" or head[:4] == b"PK\x03\x04"
 
 
 def read_embeddings(path: str | Path) -> Embeddings:
@@ -191,13 +247,19 @@ def read_embeddings(path: str | Path) -> Embeddings:
 
     path = Path(path)
     again = "write it again with simtool save-embeddings"
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not an embeddings file; for a run directory write its embeddings first "
+                        f"(simtool save-embeddings {path} --split all --out FILE.safetensors) and pass FILE.safetensors.")
     if not path.is_file():
         raise UserError(f"The embeddings file {path} does not exist; write one with simtool save-embeddings.")
+    if numpy_magic(path):
+        raise UserError(f"{path} is a NumPy array, not an embeddings file: it has no row ids to match; "
+                        "pass a file written by simtool save-embeddings.")
     try:
         with safe_open(str(path), "pt") as fh:
             meta = dict(fh.metadata() or {})
     except Exception:  # noqa: BLE001 - safetensors has its own error types
-        raise UserError(f"{path} is damaged or not a safetensors file; pass a run directory or a file written by simtool save-embeddings.") from None
+        raise UserError(f"{path} is damaged or not a safetensors file; pass a file written by simtool save-embeddings.") from None
     if meta.get("kind") != KIND:
         raise UserError(f"{path} is not a simtool embeddings file; write one with simtool save-embeddings.")
     if meta.get("format_version") != str(FORMAT_VERSION):
@@ -216,6 +278,7 @@ def read_embeddings(path: str | Path) -> Embeddings:
         dataset = json.loads(meta.get("dataset", "{}"))
         info = json.loads((table.schema.metadata or {}).get(b"simtool", b"{}"))
         triplets = _decode_triplets(tensors, meta, int(meta.get("n_rows", table.num_rows)))
+        images, image_row = _decode_images(tensors, int(meta.get("n_rows", table.num_rows)))
     except Exception:  # noqa: BLE001
         raise UserError(f"{path} is damaged (its tensors or metadata cannot be read); {again}.") from None
     n = int(meta.get("n_rows", table.num_rows))
@@ -224,7 +287,7 @@ def read_embeddings(path: str | Path) -> Embeddings:
             raise UserError(f"{path} is damaged ({key} has shape {tuple(t.shape)} for {table.num_rows} rows); {again}.")
     return Embeddings(rows=table.replace_schema_metadata(None), models=models, tensors=tensors, dataset=dataset,
                       split=meta.get("split", "test"), info=info, path=path,
-                      triplets=triplets)
+                      triplets=triplets, images=images, image_row=image_row)
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
@@ -285,10 +348,16 @@ def load_arrays(path: str | Path, labels: str | Path | None, labels_hint: str, r
         raise UserError(f"The array file {path} does not exist; pass a .npy or .npz file.")
     if labels is None:
         raise UserError(f"A plain array ({path.name}) needs --labels FILE: {labels_hint}.")
+    if not numpy_magic(path):
+        raise UserError(f"{path} is not a NumPy file (it does not start as .npy or .npz files do); write the array with numpy.save or numpy.savez.")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"{path} cannot be read as a NumPy array without pickle ({str(exc).splitlines()[0]}); save it with numpy.save.") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise UserError(f"{path} holds Python objects, which simtool never unpickles; save a numeric array with numpy.save.") from None
+        raise UserError(f"{path} cannot be read as a NumPy array ({str(exc).splitlines()[0]}); write it again with numpy.save.") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read as a NumPy array ({str(exc).splitlines()[0]}); write it again with numpy.save.") from None
     layers = {"embedding": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
     ndims, shape = ((2, 3), "(N, D) or (N, R, D)") if repetitions else ((2,), "(N, D)")
     n = None
@@ -300,6 +369,8 @@ def load_arrays(path: str | Path, labels: str | Path | None, labels_hint: str, r
             raise UserError(f"The arrays in {path} have different numbers of rows ({n} and {arr.shape[0]}); "
                             f"use one {shape} array per layer with the same rows.")
         n = arr.shape[0]
+        if n == 0 or arr.shape[-1] == 0:
+            raise UserError(f"{path} ({layer}) has shape {arr.shape}: no embeddings to evaluate; pass an array with rows and columns.")
         if not np.isfinite(arr).all():
             raise UserError(f"{path} ({layer}) holds NaN or infinite values; clean the embeddings first.")
         t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
@@ -317,4 +388,5 @@ def read_array(path: str | Path, labels: str | Path | None) -> Embeddings:
     model = {"name": name, "run": str(path), "method": None, "preset": None, "seed": None,
              "spec": {}, "layers": layers, "finished": True, "context": {"rooms": "labels"}}
     return Embeddings(rows=rows, models=[model], tensors=tensors,
-                      dataset={"name": Path(labels).stem, "fingerprint": "", "kind": "labels"}, split="test", info={}, path=path)
+                      dataset={"name": Path(labels).stem, "fingerprint": "", "kind": "labels"}, split="test",
+                      info={"labels_file": str(labels), "label_columns": read_labels_table(labels, "").column_names}, path=path)

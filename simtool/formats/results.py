@@ -29,6 +29,7 @@ se            its standard error (``null`` when unknown)
 dataset       the content fingerprint of the dataset
 note          anything else worth a look (e.g. how many anchors were skipped)
 role          ``score`` | ``statistic`` | ``count`` (see :data:`ROLES`; older files have none)
+chance        the value of a score at chance (odd-one-out 1/3, directed triplets 1/2), or ``null``
 ============  ==============================================================================
 
 Optional per-unit values (``"samples"``), for the bootstrap intervals of ``compare``: a record
@@ -61,8 +62,9 @@ from simtool.io import atomic_write_json, read_json
 
 FORMAT_VERSION = 2
 KIND = "results"
+REQUIRED = ("run", "type", "layer", "metric", "value")  # what compare needs of every record
 FIELDS = ("target", "run", "method", "preset", "seed", "repeat", "type", "layer", "metric", "level",
-          "condition", "value", "n", "se", "dataset", "note", "role")
+          "condition", "value", "n", "se", "dataset", "note", "role", "chance")
 # What a record's figure is (its ``role``): a ``score`` answers the evaluation's question (compare
 # takes differences of scores and draws them); a ``statistic`` describes a representation (e.g.
 # sparsity); a ``count`` is an integer statistic (e.g. a dimension). Evaluators declare the roles of
@@ -184,8 +186,15 @@ def read_results(path: str | Path) -> dict:
         raise UserError(f"{path} is a results file of format version {doc.get('format_version', 1)}; "
                         f"this simtool reads version {FORMAT_VERSION}: evaluate again to rewrite it.")
     records = doc.get("records")
-    if not isinstance(records, list) or any(not isinstance(r, dict) or "value" not in r for r in records):
+    if not isinstance(records, list) or any(not isinstance(r, dict) for r in records):
         raise UserError(f"{path} is damaged (its records are malformed); evaluate again to rewrite it.")
+    for k, r in enumerate(records):
+        missing = [f for f in REQUIRED if f not in r]
+        wrong = [f for f in ("run", "type", "layer", "metric") if f in r and not isinstance(r[f], str)]
+        value = r.get("value")
+        if missing or wrong or not (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))):
+            what = f"lacks {', '.join(missing)}" if missing else f"has a non-text {wrong[0]}" if wrong else f"has a non-numeric value {value!r}"
+            raise UserError(f"{path} is damaged: record {k} {what} (every record needs {', '.join(REQUIRED)}); evaluate again to rewrite it.")
     samples = doc.get("samples", [])
     ok = isinstance(samples, list) and all(
         isinstance(e, dict) and isinstance(e.get("record"), int) and 0 <= e["record"] < len(records) and isinstance(e.get("data"), str)

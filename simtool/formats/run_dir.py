@@ -23,6 +23,7 @@ at once; it may be started again), *interrupted* (a resumable checkpoint, no fin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -90,6 +91,18 @@ class RunDir:
 
     def results_files(self) -> list[Path]:
         return sorted(self.path.glob(f"{RESULTS_PREFIX}*.json"))
+
+    def owner(self, doing: str = "trained"):
+        """The lock that makes one process the owner of this run directory while it trains
+        (``RUN.lock`` beside it; see :mod:`simtool.locks`). Under torchrun only rank 0 takes it."""
+        import os
+
+        from simtool.locks import OwnerLock, beside
+
+        if int(os.environ.get("RANK", 0)) != 0:
+            return contextlib.nullcontext()
+        return OwnerLock(beside(self.path), f"The run directory {self.path}",
+                         busy=f"it is being {doing}: wait for it to finish or stop it (Ctrl-C), or choose another --out")
 
     @staticmethod
     def is_run_dir(path: str | Path) -> bool:

@@ -4,7 +4,10 @@ The experience stream (:mod:`simtool.data.stream`) is built once per run from th
 objects (``stream.redraw: per_epoch`` draws a new one every epoch); every epoch takes a fresh
 permutation of its positions as anchors, ``loop.batch_size`` of them per step over all processes.
 The positive of anchor position ``i`` is stream position ``clamp(i + s)``, ``|s| <= rotation_range``
-(contrast mode ``time``), the same frame (``classic``) or the stream neighbour with classic
+(contrast mode ``time``; ``stream.sampling`` picks the original's other modes: ``interval_uniform``
+jumps to a random clip of the anchor's room, or of another with probability ``p_change_room``, when
+the offset leaves the clip; ``uniform``, ``randomwalk`` and ``last`` build no stream and take the
+positive from the anchor's own video), the same frame (``classic``) or the stream neighbour with classic
 augmentations (``combined``); the classic presets train on the same stream frames as the time
 presets. Every image is a RandomResizedCrop of its stored frame (taken on the device when frames
 are stored at the training size, in the data loader from the encoded frame otherwise). Losses,
@@ -34,7 +37,7 @@ from pydantic import Field, field_validator, model_validator
 from simtool.data.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, normalize
 from simtool.data.images import center_box
 from simtool.data.loading import StoreLoader
-from simtool.data.stream import build_stream, positive_positions
+from simtool.data.stream import WITHIN_VIDEO, build_stream, sample_positives, video_stream
 from simtool.engine.distributed import all_gather, convert_sync_batchnorm
 from simtool.engine.method import StepInfo
 from simtool.errors import UserError
@@ -72,6 +75,12 @@ class StreamSpec(Spec):
     chunk_ratio_limit: float = Field(0.8, gt=0, le=1, description="stop the stream after this fraction of clips")
     rotation_range: int = Field(2, ge=0, description="positive = stream position i+s, |s| <= rotation_range")
     redraw: Literal["once", "per_epoch"] = Field("once", description="once: one stream per run, as the original; per_epoch: a new stream every epoch")
+    sampling: Literal["interval", "interval_uniform", "uniform", "randomwalk", "last"] = Field(
+        "interval",
+        description="interval: positive = stream position i+s, as the original; interval_uniform: an offset that leaves the clip jumps to a random clip "
+        "of the anchor's room (another room with probability p_change_room); uniform | randomwalk | last: no stream, every training frame an anchor, "
+        "its positive from the same video (a uniform frame | the next one, the previous at the end | the last)",
+    )
 
 
 class ContrastSpec(Spec):
@@ -248,11 +257,16 @@ class TimeSSL(DatasetMethod):
 
     # -- data ---------------------------------------------------------------------------------
     def _stream(self, epoch: int):
-        """The experience stream: one per run (default, as the original) or one per epoch."""
+        """The experience stream: one per run (default, as the original) or one per epoch; for the
+        within-video sampling modes every training frame, video after video (no stream is built)."""
         s = self.spec.stream
+        rows = self.train_rows
+        if s.sampling in WITHIN_VIDEO:
+            if 0 not in self._streams:
+                self._streams = {0: video_stream(self.ds.object[rows], self.ds.frame[rows], self.room[rows])}
+            return self._streams[0]
         key = epoch if s.redraw == "per_epoch" else 0
         if key not in self._streams:
-            rows = self.train_rows
             self._streams = {key: build_stream(
                 self.ds.object[rows], self.ds.frame[rows], self.room[rows],
                 crop_number=s.crop_number, p_change_room=s.p_change_room, chunk_ratio_limit=s.chunk_ratio_limit,
@@ -270,8 +284,10 @@ class TimeSSL(DatasetMethod):
     def epoch_plan(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """This rank's (anchor rows, positive rows) for every step of ``epoch``; deterministic.
 
-        Anchors are a fresh permutation of the stream's positions every epoch; the global batch of
-        a step is the concatenation of the ranks' batches in rank order.
+        Anchors are a fresh permutation of the stream's positions every epoch (with a within-video
+        ``stream.sampling`` mode: of every training frame); positives as ``stream.sampling`` says
+        (:func:`~simtool.data.stream.sample_positives`). The global batch of a step is the
+        concatenation of the ranks' batches in rank order.
         """
         stream = self._stream(epoch)
         rng = numpy_rng(self.spec.seed, epoch, Streams.EPOCH_ORDER)
@@ -281,7 +297,8 @@ class TimeSSL(DatasetMethod):
             order = np.concatenate([order, rng.permutation(len(stream))])
         anchors = order[:needed]
         if self.positive_from_stream:
-            positives = positive_positions(anchors, len(stream), self.spec.stream.rotation_range, rng)
+            st = self.spec.stream
+            positives = sample_positives(stream, anchors, st.sampling, st.rotation_range, rng, st.p_change_room)
         else:
             positives = anchors
         anchors = rank_share(anchors, self.plan, self.dist.rank)

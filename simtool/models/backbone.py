@@ -31,6 +31,26 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
+def similar_timm_names(name: str, n: int = 6) -> list[str]:
+    """Up to ``n`` timm architectures whose names look like ``name`` (its pretrained tag dropped)."""
+    import timm
+
+    from simtool.registry import close_matches
+
+    return close_matches(name.split(".")[0], timm.list_models(), n=n)
+
+
+def check_backbone(name: str) -> None:
+    """One sentence, naming the closest timm architectures, when ``name`` is no timm model; called
+    before any data is read so that a typo costs a second, not a dataset scan."""
+    import timm
+
+    if not timm.is_model(name):
+        close = similar_timm_names(name)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"Unknown backbone {name!r} for model.backbone; use any timm model name (see timm.list_models()).{hint}")
+
+
 def create_backbone(name: str, pretrained: bool | str = False, zero_init_last: bool | None = None) -> nn.Module:
     """A timm model without its classifier (``num_classes=0``); ``.num_features`` is its output width.
 
@@ -42,10 +62,7 @@ def create_backbone(name: str, pretrained: bool | str = False, zero_init_last: b
     import timm
     from timm.models import is_model_in_modules
 
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        hint = f" Similar names: {', '.join(close)}." if close else ""
-        raise UserError(f"Unknown backbone {name!r} for model.backbone; use any timm model name (see timm.list_models()).{hint}")
+    check_backbone(name)
     use_timm = pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "true")
     extra = {"zero_init_last": bool(zero_init_last)} if zero_init_last is not None and is_model_in_modules(name, ["resnet"]) else {}
     try:

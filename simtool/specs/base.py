@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Annotated, Any, Iterable, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from simtool.errors import UserError
 
 S = TypeVar("S", bound="Spec")
+
+#: A seed of numpy's and torch's generators: a whole number from 0 to 2**32 - 1 (numpy refuses
+#: negative seeds, so the spec does, with the field's name, before any work starts).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class Spec(BaseModel):

@@ -4,17 +4,17 @@ A method's spec subclasses :class:`CommonSpec`, adds its own sections and sets
 ``method: Literal["<name>"]``; :func:`simtool.methods.train_spec_type` unites the registered method
 specs into one discriminated union on ``method``. Fields declared with
 :data:`~simtool.specs.base.RUN_ONLY` say where or how fast a run ran, not what it learned. The
-engine (``simtool.engine``) reads only the fields defined here: ``seed``, ``device``, ``precision``, ``optim``, ``schedule``, ``loop`` and
-``checkpoint`` (and ``data.path`` through :class:`BaseDataSpec`).
+engine (``simtool.engine``) reads only the fields defined here: ``seed``, ``device``, ``precision``, ``optim``, ``schedule``, ``loop``,
+``checkpoint`` and ``engine`` (and ``data.path`` through :class:`BaseDataSpec`).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from simtool.specs.base import RUN_ONLY, Spec
+from simtool.specs.base import RUN_ONLY, Seed, Spec
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -89,11 +89,34 @@ class ImageLoadingSpec(Spec):
                                                      json_schema_extra=RUN_ONLY)
 
 
+class EngineSpec(Spec):
+    """How the engine runs the steps on its device, never what is learned (every key is run-only).
+
+    ``auto`` means on for a CUDA device and off elsewhere, so CPU runs are unchanged by this section.
+    """
+
+    channels_last: Union[bool, Literal["auto"]] = Field("auto", description="the model's 4-D weights in channels-last memory format "
+                                                                            "(faster convolutions on tensor cores; auto: on CUDA)", json_schema_extra=RUN_ONLY)
+    compile: bool = Field(False, description="torch.compile the training model (the first steps compile it, which takes minutes)", json_schema_extra=RUN_ONLY)
+    tf32: Union[bool, Literal["auto"]] = Field("auto", description="TF32 tensor cores for float32 matrix products and convolutions on CUDA "
+                                                                   "(auto: on; no effect elsewhere)", json_schema_extra=RUN_ONLY)
+    pin_memory: Union[bool, Literal["auto"]] = Field("auto", description="page-locked host batches, so host-to-device copies overlap "
+                                                                         "(auto: on CUDA)", json_schema_extra=RUN_ONLY)
+    persistent_workers: Union[bool, Literal["auto"]] = Field("auto", description="keep the DataLoader workers from one epoch to the next "
+                                                                                 "(auto: on CUDA)", json_schema_extra=RUN_ONLY)
+    prefetch: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = Field("auto", description="batches each DataLoader worker prepares ahead (auto: 4 on CUDA, "
+                                                                      "torch's 2 elsewhere)", json_schema_extra=RUN_ONLY)
+    decode: Literal["workers", "device"] = Field("workers", description="where frames that are cropped at every step are decoded: workers "
+                                                 "(Pillow in DataLoader workers, JPEGs at reduced size) or device (JPEGs batched on the training "
+                                                 "device with torchvision's decode_jpeg, nvJPEG on CUDA, crops taken there; other formats "
+                                                 "stay on the CPU)", json_schema_extra=RUN_ONLY)
+
+
 class CommonSpec(Spec):
     method: str
     preset: Optional[str] = None
     profile: Optional[str] = Field(None, json_schema_extra=RUN_ONLY)
-    seed: int = Field(0, json_schema_extra=RUN_ONLY)
+    seed: Seed = Field(0, json_schema_extra=RUN_ONLY)
     device: Device = Field("auto", json_schema_extra=RUN_ONLY)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     data: BaseDataSpec = BaseDataSpec()
@@ -101,5 +124,6 @@ class CommonSpec(Spec):
     schedule: ScheduleSpec = ScheduleSpec()
     loop: LoopSpec = LoopSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
+    engine: EngineSpec = EngineSpec()
 
 

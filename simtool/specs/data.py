@@ -11,7 +11,7 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from simtool.specs.base import Spec
+from simtool.specs.base import Seed, Spec
 
 
 class SplitSpec(Spec):
@@ -55,7 +55,7 @@ class BuildBase(Spec):
     format: str  # each format's class narrows this to its Literal (kept first in the printed spec)
     source: Optional[str] = None
     out: str
-    seed: int = 0
+    seed: Seed = 0
 
 
 class ImageBuildBase(BuildBase):

@@ -11,21 +11,27 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from simtool.specs.base import Spec
+from simtool.specs.base import Seed, Spec
 
 Split = Literal["train", "val", "test", "all"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
 class SaveEmbeddingsSpec(Spec):
-    runs: list[str] = Field(min_length=1)
+    runs: list[str] = Field(default_factory=list, description="run directories to embed (none with model)")
     out: str
     split: Optional[Split] = Field(None, description="rows to export; default: every item for teacher runs (a student needs them all), "
-                                                     "the test split for image models")
+                                                     "the test split for image models, every row for a model (model)")
     layers: Optional[list[str]] = None
-    data: Optional[str] = Field(None, description="dataset directory to embed, when it moved since training (same content)")
+    data: Optional[str] = Field(None, description="dataset directory to embed: the runs' when it moved since training (same content); "
+                                                  "required with model")
     batch_size: int = Field(256, ge=1)
     device: Device = "auto"
+    model: Optional[str] = Field(None, description="embed with a model no run trained: a registered simtool model or a timm model "
+                                                   "(NAME or timm:NAME), instead of runs")
+    pretrained: bool = Field(False, description="model: timm's pretrained weights (a download unless cached)")
+    weights: Optional[str] = Field(None, description="model: weights file (.safetensors, or a .pth state dict read with weights_only=True)")
+    seed: Seed = Field(0, description="model: seed of the random initialisation (without pretrained or weights)")
 
 
 class EvaluateSpec(Spec):
@@ -50,6 +56,6 @@ class CompareSpec(Spec):
     layer_of: dict[str, str] = Field(default_factory=dict, description="group (label or name) -> its own layer in the --layer view")
     reference: Optional[str] = Field(None, description="group to take paired differences against")
     bootstrap: int = Field(1000, ge=0, le=100000, description="bootstrap resamples of the paired differences (0: none)")
-    seed: int = Field(0, description="seed of the bootstrap and of the RSA/CKA subsample")
+    seed: Seed = Field(0, description="seed of the bootstrap and of the RSA/CKA subsample")
     max_items: int = Field(2000, ge=3, description="most items (shared ids) for RSA and CKA")
     figures: bool = Field(True, description="write PNG figures with --out")

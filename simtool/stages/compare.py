@@ -92,8 +92,9 @@ def _figures(spec, agg: Aggregated | None, sim, out: Path) -> list[Path]:
                 where = layer + (f" ({', '.join(f'{k}: {v}' for k, v in mapped.items())})" if mapped else "")
                 columns = [_column(m, lv, one_metric) for m, lv in cols if any((g.metric, g.level) == (m, lv) for g in at)]
                 series = series_for(at, lambda g, one_metric=one_metric: _column(g.metric, g.level, one_metric))
+                chance = {_column(g.metric, g.level, one_metric): g.chance for g in at if g.chance is not None}
                 written.append(plots.bar_figure(bars_figure(out, t), f"{t}{common} at {where} (mean ± sd over runs; ± se for one run)",
-                                                columns, series, ylabel))
+                                                columns, series, ylabel, chance=chance))
             by_label: dict[str, list[str]] = {}
             for g in mine:  # the layer order of the model with most layers, then any others
                 if g.layer not in by_label.setdefault(g.label, []):
@@ -101,16 +102,20 @@ def _figures(spec, agg: Aggregated | None, sim, out: Path) -> list[Path]:
             longest = max(by_label.values(), key=len)
             layers = list(dict.fromkeys(longest + [g.layer for g in mine]))
             if len(layers) > 1:
-                panels = []
+                panels, chance = [], {}
                 for m, lv in cols:
                     sel = [g for g in mine if (g.metric, g.level) == (m, lv)]
                     panels.append((_column(m, lv, one_metric), series_for(sel, lambda g: g.layer)))
+                    chances = {g.chance for g in sel if g.chance is not None}
+                    if len(chances) == 1:
+                        chance[panels[-1][0]] = chances.pop()
                 written.append(plots.layer_figure(layers_figure(out, t), f"{t}{common}: {ylabel} per layer (mean ± sd over runs; ± se for one run)",
-                                                  layers, panels, ylabel))
+                                                  layers, panels, ylabel, chance=chance))
     if sim is not None and len(sim.labels) >= 2:
         where = f" at {sim.layer}" if sim.layer else ""
         written.append(plots.heatmap_figure(out / SIMILARITY_FIGURE,
-                                            f"Representational similarity{where} ({sim.n_used} items; diagonal: between the runs of one model)", sim.labels,
+                                            f"Representational similarity{where} ({sim.n_used} items; diagonal: between the runs of one model, "
+                                            "– where a model has one run)", sim.labels,
                                             [("RSA (Spearman, cosine distances)", sim.rsa), ("linear CKA", sim.cka)]))
     return written
 

@@ -16,10 +16,10 @@ from simtool.engine.loop import fit
 from simtool.errors import UserError
 from simtool.formats.dataset_dir import CARD, FORMAT_VERSION
 from simtool.formats.run_dir import RunDir
-from simtool.io import cache_dir
+from simtool.io import cache_dir, check_writable
 from simtool.methods import build_method, validate_train_spec
 
-TOYWORLD_VERSION = 2  # bump when the renderer's output changes (2: the toy triplets in DIR/triplets)
+TOYWORLD_VERSION = 3  # bump when the renderer's output changes (2: the toy triplets in DIR/triplets; 3: their staged split)
 
 
 class AlreadyFinished(Exception):
@@ -44,7 +44,12 @@ def ensure_default_toyworld(console: Console | None = None) -> Path:
     try:
         build_dataset(ToyWorldBuildSpec(format="toyworld", out=str(path), seed=0))
     except UserError:
-        if not (path / CARD).is_file():  # lost a race with another process: fine if it finished
+        from simtool.locks import beside
+
+        deadline = time.time() + 3600  # another process builds it: wait for it to finish
+        while not (path / CARD).is_file() and beside(path).exists() and time.time() < deadline:
+            time.sleep(1.0)
+        if not (path / CARD).is_file():
             raise
     return path
 
@@ -56,6 +61,18 @@ def default_dataset(method: str) -> Path:
 
     sub = get_method(method).default_dataset
     return default_toyworld_path() / sub if sub else default_toyworld_path()
+
+
+def check_before_work(spec, out: str | None) -> None:
+    """What can be checked in a second, before the toy world is built or a dataset opened: the
+    output location is writable and the backbone is a timm model."""
+    if out:
+        check_writable(out, "the run directory")
+    backbone = getattr(getattr(spec, "model", None), "backbone", None)
+    if isinstance(backbone, str):
+        from simtool.models.backbone import check_backbone
+
+        check_backbone(backbone)
 
 
 def prepare(spec, console: Console | None = None):
@@ -73,7 +90,8 @@ def prepare(spec, console: Console | None = None):
 def new_run_dir(spec, out: str | None) -> RunDir:
     if out:
         run = RunDir(out)
-        run.check_can_start()
+        with run.owner():  # a run directory another process is training is named as in use, not as "interrupted"
+            run.check_can_start()
         return run
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise UserError("Under torchrun every process must write to the same run directory: pass --out DIR.")
@@ -87,10 +105,15 @@ def new_run_dir(spec, out: str | None) -> RunDir:
 
 
 def train(spec, out: str | None = None, console: Console | None = None, stop_after_steps: int | None = None) -> tuple[Path, dict]:
-    """Train a new run; its directory is created only once the spec, device and data validated."""
+    """Train a new run; its directory is created only once the spec, device and data validated,
+    and one process owns it meanwhile (a second one with the same ``--out`` stops at once)."""
+    check_before_work(spec, out)
     spec = prepare(spec, console)
     run = new_run_dir(spec, out)
-    summary = fit(spec, run, build_method, resume=False, console=console, stop_after_steps=stop_after_steps)
+    check_writable(run.path, "the run directory")
+    with run.owner():
+        run.check_can_start()
+        summary = fit(spec, run, build_method, resume=False, console=console, stop_after_steps=stop_after_steps)
     return run.path, summary
 
 
@@ -106,7 +129,9 @@ def resume(run_dir: str | Path, device: str | None = None, console: Console | No
     if device is not None:
         data = {**data, "device": device}
     spec = validate_train_spec(data, f"run spec {run.spec_path}")
-    if run.state() == "finished":
-        raise AlreadyFinished(f"{run.path} has finished training ({run.final_weights} exists); nothing to resume, nothing changed.")
-    summary = fit(spec, run, build_method, resume=True, console=console, stop_after_steps=stop_after_steps)
+    check_writable(run.path, "the run directory", fix="make it writable")
+    with run.owner("trained"):
+        if run.state() == "finished":
+            raise AlreadyFinished(f"{run.path} has finished training ({run.final_weights} exists); nothing to resume, nothing changed.")
+        summary = fit(spec, run, build_method, resume=True, console=console, stop_after_steps=stop_after_steps)
     return run.path, summary

@@ -18,7 +18,6 @@ derives from :class:`~simtool.specs.data.ImageBuildBase` reads image files (resu
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Union
 
 from pydantic import Field
@@ -117,10 +116,12 @@ def build_dataset(spec, progress=None, ctx=None) -> dict:
     entry = BUILDERS.get(spec.format)
     if ctx is not None and (ctx.shard is not None or ctx.merge_only) and not entry.reads_images:
         raise UserError(f"--shard and --merge apply to the formats that read images ({', '.join(image_formats())}), not to --format {spec.format}.")
-    out = Path(spec.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        from simtool.formats.build_dir import work_dir
+    from simtool.formats.build_dir import build_lock, work_dir
+    from simtool.io import check_writable
 
-        extra = f" (a finished build; {work_dir(out)} can be deleted)" if work_dir(out).is_dir() else ""
-        raise UserError(f"The output {out} already exists{extra}; choose another --out or delete it first.")
-    return entry.obj(spec, progress=progress, ctx=ctx)
+    out = check_writable(spec.out, "the dataset directory")
+    with build_lock(out, ctx.shard if ctx is not None else None):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            extra = f" (a finished build; {work_dir(out)} can be deleted)" if work_dir(out).is_dir() else ""
+            raise UserError(f"The output {out} already exists{extra}; choose another --out or delete it first.")
+        return entry.obj(spec, progress=progress, ctx=ctx)

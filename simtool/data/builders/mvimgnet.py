@@ -147,6 +147,27 @@ def object_splits(names: list[str], categories: list[int], rule, seed: int) -> l
     return [split[int(r)] for r in rank]
 
 
+def split_warnings(splits: list[str], categories: list[int], rule) -> list[str]:
+    """What a researcher must hear about an object split: a split that expected objects and got
+    none, or categories left without test objects (too few objects for the rule)."""
+    wanted = ("val", "test") if rule == "original" or len(rule) == 3 else ("test",)
+    counts = {name: splits.count(name) for name in ("train", "val", "test")}
+    fix = "pass --split 0.8,0.1,0.1 for a seeded split of every category"
+    if rule == "original":
+        how = "the original rule puts the 9th and 10th of every ten objects of a category into val and test, so smaller categories give none"
+    else:
+        how = "the categories have too few objects for these fractions"
+    empty = [name for name in wanted if counts[name] == 0]
+    if empty:
+        return [f"The {' and '.join(empty)} split(s) of this dataset hold no object "
+                f"({counts['train']} train, {counts['val']} val, {counts['test']} test objects): {how}; {fix}."]
+    cats = sorted(set(categories))
+    without = [c for c in cats if not any(s == "test" and k == c for s, k in zip(splits, categories))]
+    if without:
+        return [f"{len(without)} of {len(cats)} categories have no test object ({how}); their objects are evaluated nowhere; {fix}."]
+    return []
+
+
 def finalize_video(spec, scan: Scan, ok: np.ndarray, index: np.ndarray, tmp: Path):
     """Video index from the plan: kept frames renumbered 0..length-1 per object, sorted by (category, object, frame)."""
     t = scan.plan.filter(pa.array(ok))
@@ -263,6 +284,8 @@ def scan_mvimgnet(spec, ctx: BuildContext, progress=None) -> Scan:
     if not frames_of:
         raise UserError(f"{src} has no object with frames; --format mvimgnet expects {EXPECTED}.")
     splits = object_splits([q for _, _, q, _, _ in frames_of], [c for _, c, _, _, _ in frames_of], opts.split, spec.seed)
+    for line in split_warnings(splits, [c for _, c, _, _, _ in frames_of], opts.split):
+        ctx.say(line)
     batches: list[pa.Table] = []
     cols: dict[str, list] = {k: [] for k in ("key", "member", "group", "partition", "category", "object", "split")}
 

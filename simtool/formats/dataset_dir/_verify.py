@@ -67,6 +67,15 @@ def verify_dataset(root: str | Path, workers: int = 1, progress=None) -> tuple[d
         tables = {name: pq.read_table(root / name) for name in list(ds.tables) + list(ds.optional_tables) if (root / name).is_file()}
         fp = ds.fingerprint_of(tables, store_digest(root / IMAGES))
         if fp != ds.fingerprint:
-            problems.append(f"The content fingerprint {fp[:19]} differs from the card's {ds.fingerprint[:19]}: "
+            a, b = distinct_prefixes(fp, ds.fingerprint)
+            problems.append(f"The content fingerprint {a} differs from the card's {b}: "
                             "the index or the images changed after the build.")
     return ds.summary(n_images), problems
+
+
+def distinct_prefixes(a: str, b: str, least: int = 19) -> tuple[str, str]:
+    """``a`` and ``b`` cut to the same length, at least ``least`` characters and long enough that
+    the two printed prefixes differ (4 characters past the first difference)."""
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    n = max(least, first + 5)
+    return a[:n], b[:n]

@@ -90,7 +90,10 @@ class VideoDataset(Dataset):
         if which in ROOM_FILES:
             path = self.root / ROOM_FILES[which]
             if not path.is_file():
-                raise UserError(f"The dataset {self.root} has no {which} room assignment ({ROOM_FILES[which]}); pass a room JSON file instead.")
+                stored = ", ".join(self.room_assignments) or "none"
+                raise UserError(f"The dataset {self.root} has no {which} room assignment ({ROOM_FILES[which]}; stored: {stored}); "
+                                "give a room JSON file with --set data.rooms=FILE.json (train) or --rooms FILE.json (evaluate), "
+                                "or rebuild the dataset with --rooms FILE.json (simtool build-data --format rooms writes one from a table).")
         else:
             path = Path(which)
         room_of_category, names = load_room_assignment(path, self.n_categories)
