@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from simtool.engine.distributed import DistInfo, all_gather
+from simtool.engine.distributed import DistInfo, all_gather, teardown_distributed
 from simtool.losses import nt_xent
 
 WORLD, B, D = 2, 4, 6
@@ -27,18 +27,19 @@ def _model_and_batch():
 def _worker(rank: int, store_path: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=WORLD)
+    info = DistInfo(rank=rank, world_size=WORLD, local_rank=rank)
     try:
         model, a, b = _model_and_batch()
         ddp = torch.nn.parallel.DistributedDataParallel(model)
-        info = DistInfo(rank=rank, world_size=WORLD, local_rank=rank)
         mine = slice(rank * B, (rank + 1) * B)
         z1, z2 = ddp(a[mine]), ddp(b[mine])
         loss = nt_xent(all_gather(z1, info), all_gather(z2, info), 0.5)
         loss.backward()
         grads = {f"g{i}": p.grad.contiguous() for i, p in enumerate(model.parameters())}
         save_file({"loss": loss.detach().reshape(1), **grads}, os.path.join(out_dir, f"rank{rank}.safetensors"))
+        del ddp
     finally:
-        dist.destroy_process_group()
+        teardown_distributed(info)  # collects the DDP wrapper first (else SIGABRT at exit, ~1 run in 5)
 
 
 def test_all_gather_gradient_matches_one_process(tmp_path):

@@ -200,13 +200,17 @@ def test_plain_array_with_labels(tmp_path):
 
 
 def test_results_round_trip_and_damage(tmp_path):
-    recs = [make_record(run="m", metric="accuracy", level="context", value=0.5, n=10, se=float("nan"))]
+    recs = [make_record(run="m", type="odd-one-out", layer="embedding", metric="accuracy", level="context", value=0.5, n=10, se=float("nan"))]
     assert recs[0]["se"] is None, "NaN is written as null"
     with pytest.raises(ValueError, match="unknown record field"):
         make_record(vibe=1)
     doc = results_doc("odd-one-out", "t", {}, {}, {"m": {}}, recs)
     write_results(tmp_path / "r.json", doc)
     assert read_results(tmp_path / "r.json")["records"] == recs
+    # the schema: a record without a type (or layer, run, metric) is damage, named in one sentence
+    write_results(tmp_path / "untyped.json", results_doc("odd-one-out", "t", {}, {}, {"m": {}}, [make_record(run="m", metric="accuracy", value=0.5)]))
+    with pytest.raises(UserError, match="record 0 has a non-text type"):
+        read_results(tmp_path / "untyped.json")
     (tmp_path / "bad.json").write_text('{"kind": "results", ')
     with pytest.raises(UserError, match="not valid JSON"):
         read_results(tmp_path / "bad.json")

@@ -256,6 +256,19 @@ def test_knn_evaluator_equals_the_metric():
     assert {r["condition"] for r in records} == {"k=7 T=0.07 rooms=semantic"}, "one condition for every level of a model"
 
 
+def test_layers_of_a_file_with_models_of_different_layers():
+    """--layers names layers of several models at once: each model is probed at the named layers it
+    has; a layer no model of the file has is still one sentence."""
+    emb = probe_embeddings()
+    other = {"name": "n", "layers": ["c"], "seed": 0, "preset": "n"}
+    two = Embeddings(rows=emb.rows, models=[*emb.models, other], tensors={**emb.tensors, "n/c": emb.tensors["m/b"]},
+                     split="all", dataset={"fingerprint": "fp"})
+    records = get_evaluator("knn", "cpu").evaluate(two, options("knn", levels=["category"]), layers=["a", "c"])
+    assert {(r["run"], r["layer"]) for r in records} == {("m", "a"), ("n", "c")}
+    with pytest.raises(UserError, match="Layer 'd' is not in any model of the file; m's layers are: a, b"):
+        get_evaluator("knn", "cpu").evaluate(two, options("knn", levels=["category"]), layers=["a", "d"])
+
+
 def test_probes_need_train_and_test_rows():
     emb = probe_embeddings()
     only_test = Embeddings(rows=emb.rows.slice(440), models=emb.models,

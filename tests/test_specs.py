@@ -97,10 +97,12 @@ def test_bad_values_name_the_field(sets, words):
     assert "\n" not in msg
 
 
-def test_unknown_preset_lists_choices():
+def test_unknown_preset_suggests_the_closest_and_where_to_list_them():
     with pytest.raises(UserError) as err:
         load_preset("nromal")
-    assert "nromal" in str(err.value) and "normal" in str(err.value) and "simclr" in str(err.value)
+    msg = str(err.value)
+    assert "'nromal'" in msg and "did you mean normal?" in msg and "--list-presets" in msg
+    assert "simclr" not in msg, "103 presets are not pasted into one sentence"
 
 
 def test_missing_and_bad_config(tmp_path):

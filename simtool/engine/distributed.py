@@ -38,7 +38,14 @@ def setup_distributed() -> DistInfo:
 
 
 def teardown_distributed(info: DistInfo) -> None:
+    """Destroy the process group, after collecting what still refers to it: a DistributedDataParallel
+    wrapper left in a reference cycle would otherwise be freed at interpreter exit, after the group,
+    and its reducer aborts the process ("terminate called without an active exception", SIGABRT,
+    seen in about 1 of 5 two-process runs on CPU)."""
     if info.enabled and dist.is_initialized():
+        import gc
+
+        gc.collect()
         dist.destroy_process_group()
 
 

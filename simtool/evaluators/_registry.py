@@ -89,14 +89,20 @@ def get_evaluator(name: str, device: str = "auto") -> Evaluator:
     return EVALUATORS.get(name).obj(device)
 
 
-def select_layers(model: dict, layers: list[str] | None) -> list[str]:
-    """The model's layers, filtered by ``layers``; an unknown layer is one clear error."""
+def select_layers(model: dict, layers: list[str] | None, models: list[dict] | None = None) -> list[str]:
+    """The model's layers, filtered by ``layers``; an unknown layer is one clear error.
+
+    ``models``: every model of the file. A layer that another of them has is then not an error
+    for this one (``--layers backbone,time.out,label.out`` over runs of different methods); a layer
+    that none has still is."""
     available = list(model.get("layers", []))
     if not layers:
         return available
-    unknown = [x for x in layers if x not in available]
+    known = set(available).union(*(m.get("layers", []) for m in models or []))
+    unknown = [x for x in layers if x not in known]
     if unknown:
-        raise UserError(f"Layer {unknown[0]!r} is not in {model['name']}; its layers are: {', '.join(available)}.")
+        where = model["name"] if not models or len(models) == 1 else "any model of the file"
+        raise UserError(f"Layer {unknown[0]!r} is not in {where}; {model['name']}'s layers are: {', '.join(available)}.")
     return [x for x in available if x in layers]
 
 

@@ -100,7 +100,7 @@ class Classes(Evaluator):
         n_classes = int(labels.max()) + 1
         records = []
         for model in emb.models:
-            for layer in select_layers(model, layers):
+            for layer in select_layers(model, layers, emb.models):
                 x = emb.tensor(model["name"], layer)
                 for r in range(x.shape[1]):
                     e = x[:, r]

@@ -192,7 +192,7 @@ class ProbeEvaluator(Evaluator):
                 y_tr, y_te, y_va = (code_of(labels, r, classes) for r in (tr, te, va))
                 if (len(classes) < 2 or not len(te)) and not options.levels:
                     continue  # e.g. objects of a dataset split by object: no test object is in the train rows
-                for layer in select_layers(model, layers):
+                for layer in select_layers(model, layers, emb.models):
                     x = emb.tensor(model["name"], layer)
                     for r in range(x.shape[1]):
                         base = dict(run=model["name"], method=model.get("method"), preset=model.get("preset"), seed=model.get("seed"), repeat=r,

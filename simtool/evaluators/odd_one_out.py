@@ -70,7 +70,7 @@ class OddOneOut(Evaluator):
             room, category, obj = room[keep], category_all[keep], obj_all[keep]
             keep_t = torch.from_numpy(keep)
             condition = f"rooms={_rooms_tag(which)}" + (" exclude-same-object" if options.exclude_same_object else "")
-            for layer in select_layers(model, layers):
+            for layer in select_layers(model, layers, emb.models):
                 x = emb.tensor(model["name"], layer)[keep_t]
                 for r in range(x.shape[1]):
                     e = x[:, r]

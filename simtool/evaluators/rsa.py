@@ -137,7 +137,7 @@ class Rsa(Evaluator):
         condition = f"reference={ref_name}" + (f" split={options.split}" if options.split else "")
         records = []
         for model in emb.models:
-            for layer in select_layers(model, layers):
+            for layer in select_layers(model, layers, emb.models):
                 x = emb.tensor(model["name"], layer)
                 for r in range(x.shape[1]):
                     res = rsa_cka_bootstrap(x[mine, r].double().numpy(), y, options.bootstrap, options.seed)

@@ -174,7 +174,7 @@ class TripletsEvaluator(Evaluator):
         for model in emb.models:
             reps = model.get("repetitions") or []
             check_trained_items(emb, model, trip, which)
-            for layer in select_layers(model, layers):
+            for layer in select_layers(model, layers, emb.models):
                 x = emb.tensor(model["name"], layer)
                 per_image = emb.images.get(f"{model['name']}/{layer}") if options.images == "sample" else None
                 k_samples = int(options.samples or (model.get("context") or {}).get("samples_per_triplet") or 1)

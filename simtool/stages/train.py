@@ -68,6 +68,10 @@ def check_before_work(spec, out: str | None) -> None:
     output location is writable and the backbone is a timm model."""
     if out:
         check_writable(out, "the run directory")
+    if getattr(spec.data, "path", None):
+        from simtool.formats.dataset_dir import check_dataset_dir
+
+        check_dataset_dir(spec.data.path)
     backbone = getattr(getattr(spec, "model", None), "backbone", None)
     if isinstance(backbone, str):
         from simtool.models.backbone import check_backbone

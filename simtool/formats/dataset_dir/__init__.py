@@ -54,7 +54,7 @@ strings), never per-row Python lists: a generated 6.5-million-frame video index 
 on a 2-core machine (``benchmarks/bench_build.py``).
 """
 
-from simtool.formats.dataset_dir._base import Dataset, ImageRows
+from simtool.formats.dataset_dir._base import Dataset, ImageRows, check_dataset_dir
 from simtool.formats.dataset_dir._layout import CARD, FORMAT_VERSION, IMAGES, REJECTED, SPLIT_BY, SPLITS, codes, conform_table, read_card, rebuild_hint
 from simtool.formats.dataset_dir._registry import DATASET_KINDS, register_kind
 from simtool.formats.dataset_dir._verify import verify_dataset
@@ -66,7 +66,7 @@ from simtool.formats.image_store import ImageStore
 
 __all__ = [
     "CARD", "CLASS_INDEX", "DATASET_KINDS", "FORMAT_VERSION", "FRAMES", "IMAGES", "ITEMS", "ITEM_IMAGES", "REJECTED", "SPLITS", "SPLIT_BY",
-    "TRIPLETS", "ClassesDataset", "Dataset", "DatasetWriter", "ImageRows", "ImageStore", "TripletsDataset", "VideoDataset", "codes",
+    "TRIPLETS", "ClassesDataset", "Dataset", "check_dataset_dir", "DatasetWriter", "ImageRows", "ImageStore", "TripletsDataset", "VideoDataset", "codes",
     "conform_table", "new_dataset_dir", "read_card", "rebuild_hint", "register_kind", "verify_dataset", "video_counts", "write_rejected",
     "write_tables",
 ]

@@ -218,6 +218,12 @@ class Dataset:
         return {"kind": self.kind, "rows": len(self), "images": n_images, "fingerprint": self.fingerprint}
 
 
+def check_dataset_dir(root: str | Path) -> dict:
+    """The card of the dataset directory ``root``, checked (exists, readable, a known kind and
+    version) without opening its tables; one sentence otherwise."""
+    return _read_valid_card(Path(root))
+
+
 def _read_valid_card(root: Path) -> dict:
     if not root.is_dir():
         raise UserError(f"The data directory {root} does not exist; build one with 'simtool build-data --format toyworld --out DIR'.")
