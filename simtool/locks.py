@@ -84,10 +84,13 @@ class OwnerLock:
         key = str(self.path.resolve())
         if OwnerLock._held.get(key) == os.getpid():
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid()) or time.time(),
               "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file where a folder should be, a read-only file system
+                raise UserError(f"Cannot create the lock file {self.path} ({exc.strerror or exc}); choose an output on a writable disk.") from None
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
@@ -101,6 +104,8 @@ class OwnerLock:
                 if holder.get("host") != socket.gethostname():
                     raise UserError(f"{self.what} is in use by {who}; {self.busy} (if that process is gone, delete {self.path}).") from None
                 raise UserError(f"{self.what} is in use by {who}; {self.busy}.") from None
+            except OSError as exc:  # a read-only or special file system, a full disk
+                raise UserError(f"Cannot create the lock file {self.path} ({exc.strerror or exc}); choose an output on a writable disk.") from None
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(me, fh)
             self._mine = True

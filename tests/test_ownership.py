@@ -97,6 +97,20 @@ def test_a_live_lock_of_this_host_is_respected(tmp_path):
     assert not path.exists()
 
 
+def test_a_lock_that_cannot_be_created_is_one_sentence(tmp_path):
+    """Where no file can be created (a file in the way of its folder; /proc for root, who passes
+    every permission check), the lock says so in one sentence instead of an OSError traceback."""
+    from simtool.errors import UserError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="Cannot create the lock file .*afile/out.lock"):
+        OwnerLock(tmp_path / "afile" / "out.lock", "The output out").acquire()
+    if Path("/proc/self").is_dir():
+        r = cli("build-data", "--format", "toyworld", "--out", "/proc/simtool-test-out")
+        assert r.exit_code == 2 and "Cannot create the lock file /proc/simtool-test-out.lock" in r.output, r.output
+        assert "Traceback" not in r.output
+
+
 def test_two_builds_of_one_dataset(tmp_path):
     out = tmp_path / "world"
     args = ["build-data", "--format", "toyworld", "--out", out, *sets(TINY_WORLD[:-3] + ["toyworld.objects_per_category=40", "toyworld.frames_per_object=8"])]
