@@ -101,6 +101,10 @@ def test_teacher_messages_point_to_save_embeddings(tmp_path, tiny_world, tiny_ru
     assert not (tmp_path / "s" / "checkpoints").exists()
 
 
+def test_a_dataset_given_to_evaluate_is_told_to_be_embedded_first(tiny_world):
+    refused(cli("evaluate", tiny_world, "--type", "knn"), "is a dataset directory, not a model", f"save-embeddings --model NAME --data {tiny_world}")
+
+
 def test_array_messages(tmp_path):
     arr, lab = array_with_labels(tmp_path)
     (tmp_path / "text.npy").write_text("hello")

@@ -34,7 +34,10 @@ def load_target(spec, console: Console | None = None):
         return embed_runs([str(target)], spec.split, spec.layers, spec.device, spec.batch_size, spec.data, console, images=spec.images), RunDir(target)
     if spec.images:
         raise UserError(f"--images embeds a run's rows from a second image set, so it goes with a run directory target, not {target}.")
-    if kind in (RUNS, DATASET):
+    if kind == DATASET:
+        raise UserError(f"{target} is a dataset directory, not a model; embed it first (simtool save-embeddings --model NAME --data {target} "
+                        f"--out FILE.safetensors, or train a run on it) and evaluate that.")
+    if kind == RUNS:
         raise UserError(f"{target} is not a run directory (it has no spec.yaml); {WHAT}.")
     if kind == MISSING:
         raise UserError(f"The target {target} does not exist; {WHAT}.")
