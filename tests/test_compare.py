@@ -57,6 +57,18 @@ def test_runs_that_differ_in_a_setting_are_never_averaged(tmp_path):
     assert any("different datasets" in w for w in agg.warnings)
 
 
+def test_one_name_pools_targets_that_differ_in_settings_and_says_so(tmp_path):
+    """Seeds of an experiment whose split changes with the seed (examples/zappos.sh) differ in their
+    dataset and teacher file: without --name they are told apart, with one --name they are one group."""
+    a = _results(tmp_path / "a.json", "n0", "normal", 0, {"time.out": {"context": 0.6}}, dataset="sha256:aaaa")
+    b = _results(tmp_path / "b.json", "n1", "normal", 1, {"time.out": {"context": 0.4}}, dataset="sha256:bbbb")
+    assert all(g.n == 1 for g in aggregate(collect([str(a), str(b)])).groups)
+    agg = aggregate(collect([str(a), str(b)], names=["student", "student"]))
+    (g,) = agg.groups
+    assert g.label == "student" and g.n == 2 and g.mean == pytest.approx(0.5)
+    assert any("'student' pools targets that differ in dataset, as --name asked" in w for w in agg.warnings)
+
+
 def test_names_and_errors(tmp_path):
     a = _results(tmp_path / "a.json", "n0", "normal", 0, {"time.out": {"context": 0.6}})
     agg = aggregate(collect([str(a)], names=["mine"]))

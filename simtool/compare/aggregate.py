@@ -79,6 +79,7 @@ class Collected:
     records: list[dict]
     provenance: dict[tuple[str, str], dict]  # (source file, run) -> model provenance
     warnings: list[str] = field(default_factory=list)
+    named: bool = False  # the groups were named by --name: their members pool, whatever settings differ
 
 
 def model_identity(prov: dict, source: str, run: str) -> tuple:
@@ -145,7 +146,7 @@ def collect(targets: list[str], names: list[str] | None = None) -> Collected:
                         "[unfinished]; evaluate the run again when it has finished.")
     for r in kept:
         r.pop("_finished"), r.pop("_run_path")
-    return Collected(kept, provenance, warnings)
+    return Collected(kept, provenance, warnings, named=bool(names))
 
 
 def run_only_keys(prov: dict) -> set[str]:
@@ -177,17 +178,31 @@ def _short(v) -> str:
     return str(v)
 
 
-def make_labels(members: dict[tuple, tuple[str, dict]]) -> dict[tuple, str]:
-    """Member key → label: its name, plus ``(key=value, ...)`` for the settings that vary among the
-    members sharing that name (``members``: key → (name, settings))."""
+def varying_settings(members: dict[tuple, tuple[str, dict]]) -> dict[str, list[str]]:
+    """Name → the settings that vary among the members sharing that name."""
     by_name: dict[str, list[tuple]] = {}
     for key, (name, _) in members.items():
         by_name.setdefault(name, []).append(key)
-    label_of: dict[tuple, str] = {}
+    out = {}
     for name, keys_ in by_name.items():
         settings = {m: members[m][1] for m in keys_}
         keys = sorted({k for m in keys_ for k in settings[m]})
-        varying = [k for k in keys if len({_short(settings[m].get(k, "–")) for m in keys_}) > 1]
+        out[name] = [k for k in keys if len({_short(settings[m].get(k, "–")) for m in keys_}) > 1]
+    return out
+
+
+def make_labels(members: dict[tuple, tuple[str, dict]], split: bool = True) -> dict[tuple, str]:
+    """Member key → label: its name, plus ``(key=value, ...)`` for the settings that vary among the
+    members sharing that name (``members``: key → (name, settings)); with ``split=False`` (names
+    given by ``--name``) the name alone: the user said these members are one group."""
+    by_name: dict[str, list[tuple]] = {}
+    for key, (name, _) in members.items():
+        by_name.setdefault(name, []).append(key)
+    vary = varying_settings(members) if split else {}
+    label_of: dict[tuple, str] = {}
+    for name, keys_ in by_name.items():
+        settings = {m: members[m][1] for m in keys_}
+        varying = vary.get(name, [])
         for m in keys_:
             suffix = ", ".join(f"{k}={_short(settings[m].get(k, '–'))}" for k in varying)
             label_of[m] = f"{name} ({suffix})" if suffix else name
@@ -256,7 +271,8 @@ def aggregate(col: Collected) -> Aggregated:
     members: dict[tuple[str, str], tuple[str, dict]] = {}
     for r in col.records:
         members.setdefault((r["source"], r["run"]), (r["name"], run_settings[(r["source"], r["run"])]))
-    label_of = make_labels(members)
+    label_of = make_labels(members, split=not col.named)
+    pooled = {name: keys for name, keys in varying_settings(members).items() if keys} if col.named else {}
     for r in col.records:
         r["name"] = label_of[(r["source"], r["run"])]
     labels = list(dict.fromkeys(r["name"] for r in col.records))
@@ -288,6 +304,9 @@ def aggregate(col: Collected) -> Aggregated:
         g.samples.append(r.get(SAMPLE_KEY))
         g.datasets.append(r.get("dataset"))
     warnings = list(col.warnings)
+    for name, keys in pooled.items():
+        shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+        warnings.append(f"'{name}' pools targets that differ in {shown}, as --name asked (without --name they would be told apart).")
     datasets: dict[str, list[str]] = {}
     for r in col.records:
         if r.get("dataset"):
