@@ -72,6 +72,20 @@ def test_logistic_objective_is_the_penalised_mean_cross_entropy():
     assert max(float(w.grad.abs().max()), float(b.grad.abs().max())) < 1e-5, "the fit is a minimum of that objective"
 
 
+def test_the_gradient_at_zero_without_matrix_products_equals_the_general_one():
+    from simtool.metrics.probes import _loss_grad, _loss_grad_at_zero
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(300, 7, generator=g), torch.randint(0, 5, (300,), generator=g)
+    y[:5] = torch.arange(5)
+    w, b = torch.zeros(7, 5), torch.zeros(5)
+    gw, gb, gw0, gb0 = torch.zeros(7, 5), torch.zeros(5), torch.zeros(7, 5), torch.zeros(5)
+    loss = _loss_grad(x, y, w, b, 0.3, gw, gb, rows=64)
+    loss0 = _loss_grad_at_zero(x, y, 5, gw0, gb0)
+    assert loss0 == pytest.approx(loss, rel=1e-6)
+    assert torch.allclose(gw0, gw, atol=1e-6) and torch.allclose(gb0, gb, atol=1e-7)
+
+
 def test_ridge_readout_is_the_closed_form_solution():
     x, y = blobs(300, 4, 7, seed=2)
     n, d = x.shape
