@@ -130,7 +130,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--noise", type=float, default=5.0,
-                    help="norm of the noise around the unit class centres (1.2: separable, both solvers stop after 2 iterations; 5: about 0.8 test accuracy)")
+                    help="norm of the noise around the unit class centres (1.2: separable, both solvers stop after 2 iterations; "
+                         "5: the probe reaches about 0.71 test accuracy in 13 iterations)")
     ap.add_argument("--l2", type=float, default=1e-4, help="the probe's penalty (scikit-learn C = 1 / (l2 n))")
     ap.add_argument("--max-iter", type=int, default=100)
     ap.add_argument("--tol", type=float, default=1e-4)

@@ -4,8 +4,8 @@
 # OUT=runs/table reuses them): every seed's five runs exported with every row (train rows teach the
 # probe or are the kNN memory, test rows are scored: the held-out objects), the linear probe
 # (multinomial logistic regression, penalty chosen on the val rows) and kNN (k 20, T 0.07) at the
-# layers the tables show (LAYERS; "all" for every layer, about 4 times longer) for context (the semantic rooms), category and object (left out: no test object is a train
-# object), then ONE compare call: mean ± sd over seeds at backbone and at time.out (language_only at
+# layers the tables show (LAYERS; "all" for every layer, about 4 times longer) for context (the
+# semantic rooms), category and object (left out: no test object is a train object), then ONE compare call: mean ± sd over seeds at backbone and at time.out (language_only at
 # label.out), paired differences against simclr with bootstrap 95 % intervals, and figures.
 #
 # Full size: 15 trainings of 2-4 minutes each on 2 CPU cores (skipped when finished), then about 2

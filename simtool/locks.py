@@ -80,6 +80,9 @@ class OwnerLock:
         except OSError:
             return time.time()
 
+    def _cannot_create(self, exc: OSError) -> UserError:
+        return UserError(f"Cannot create the lock file {self.path} ({exc.strerror or exc}); choose an output on a writable disk.")
+
     def acquire(self) -> OwnerLock:
         key = str(self.path.resolve())
         if OwnerLock._held.get(key) == os.getpid():
@@ -90,7 +93,7 @@ class OwnerLock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:  # a file where a folder should be, a read-only file system
-                raise UserError(f"Cannot create the lock file {self.path} ({exc.strerror or exc}); choose an output on a writable disk.") from None
+                raise self._cannot_create(exc) from None
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
@@ -105,7 +108,7 @@ class OwnerLock:
                     raise UserError(f"{self.what} is in use by {who}; {self.busy} (if that process is gone, delete {self.path}).") from None
                 raise UserError(f"{self.what} is in use by {who}; {self.busy}.") from None
             except OSError as exc:  # a read-only or special file system, a full disk
-                raise UserError(f"Cannot create the lock file {self.path} ({exc.strerror or exc}); choose an output on a writable disk.") from None
+                raise self._cannot_create(exc) from None
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(me, fh)
             self._mine = True

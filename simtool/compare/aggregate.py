@@ -195,17 +195,11 @@ def make_labels(members: dict[tuple, tuple[str, dict]], split: bool = True) -> d
     """Member key → label: its name, plus ``(key=value, ...)`` for the settings that vary among the
     members sharing that name (``members``: key → (name, settings)); with ``split=False`` (names
     given by ``--name``) the name alone: the user said these members are one group."""
-    by_name: dict[str, list[tuple]] = {}
-    for key, (name, _) in members.items():
-        by_name.setdefault(name, []).append(key)
     vary = varying_settings(members) if split else {}
     label_of: dict[tuple, str] = {}
-    for name, keys_ in by_name.items():
-        settings = {m: members[m][1] for m in keys_}
-        varying = vary.get(name, [])
-        for m in keys_:
-            suffix = ", ".join(f"{k}={_short(settings[m].get(k, '–'))}" for k in varying)
-            label_of[m] = f"{name} ({suffix})" if suffix else name
+    for m, (name, settings) in members.items():
+        suffix = ", ".join(f"{k}={_short(settings.get(k, '–'))}" for k in vary.get(name, []))
+        label_of[m] = f"{name} ({suffix})" if suffix else name
     return label_of
 
 

@@ -240,8 +240,8 @@ def knn_neighbours(query: Tensor, memory: Tensor, k: int, distance: str = "cosin
     _, ref = prepare(memory, distance)
     ref = ref.to(qp.device)
     cuda = qp.device.type == "cuda"
-    # CPU tiles of 512 x 4096 scores (8 MiB) keep the top-k passes in cache: 14 % faster than
-    # 1024 x 8192 at 10,000 x 100,000 x 512 on 2 cores (benchmarks/bench_probes.py)
+    # CPU tiles of 512 x 4096 scores (8 MiB) keep the top-k passes in cache: about 10 % faster than
+    # 1024 x 8192 at 10,000 x 100,000 x 512 on 2 cores (benchmarks/bench_probes.py; runs vary by ±0.3 s)
     bq = int(query_block or (4096 if cuda else 512))
     br = int(ref_block or (16384 if cuda else 4096))
     kk = min(k + 1, n)
