@@ -20,8 +20,8 @@ Both sides get the same arrays.
   rows with the Euclidean metric (its fastest exact path, multithreaded; on unit vectors it ranks as
   cosine does, and ``w(d) = exp((1 - d^2 / 2) / T)`` is the same vote weight).
 
-Each measurement runs in its own child process; its peak memory is the child's maximum resident set
-size (``os.wait4``), and the rise over the resident set right after the data are loaded (imports and
+Each measurement runs in its own child process; its peak memory is the child's own maximum resident
+set size (``VmHWM``; see ``_memory.py``), and the rise over the resident set right after the data are loaded (imports and
 data included in the first, not in the second). Threads: ``--threads`` for torch, BLAS and OpenMP
 alike. Target (issue 16): simtool at most half the library's time and no more memory.
 """
@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _memory import peak_gb
 
 
 def make_data(n: int, n_test: int, classes: int, d: int, noise: float, seed: int = 0):
@@ -99,7 +100,7 @@ def child(args) -> None:
             pred = model.predict(unit_s)
     seconds = time.perf_counter() - start
     np.save(d / f"pred-{args.child}.npy", pred)
-    out.update(seconds=seconds, accuracy=float((pred == ys).mean()), base_gb=base)
+    out.update(seconds=seconds, accuracy=float((pred == ys).mean()), base_gb=base, peak_gb=peak_gb())
     print(json.dumps(out), flush=True)
 
 
@@ -110,7 +111,7 @@ def measure(which: str, tmp: Path, args) -> dict:
            "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
         proc = subprocess.Popen(cmd, stdout=fout, stderr=ferr, text=True, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         fout.seek(0)
         ferr.seek(0)
@@ -118,7 +119,6 @@ def measure(which: str, tmp: Path, args) -> dict:
     if code != 0:
         raise SystemExit(f"{which} failed (exit {code}):\n{err[-3000:]}")
     res = json.loads(out.strip().splitlines()[-1])
-    res["peak_gb"] = usage.ru_maxrss / 2**20  # KiB on Linux
     res["rise_gb"] = res["peak_gb"] - res["base_gb"]
     return res
 

@@ -7,8 +7,8 @@
 Data: synthetic, SOP-shaped: 60,502 embeddings in 11,316 classes (sizes 2..12, mean 5.35, as the
 SOP test split), unit-norm class centres plus Gaussian noise, L2-normalised (P@1 about 0.77, near
 a ResNet-50 on SOP).
-Each measurement runs in its own child process; its peak memory is the child's maximum resident
-set size (``os.wait4``), so the two libraries never share an allocator. Both compute P@1,
+Each measurement runs in its own child process; its peak memory is the child's own maximum resident
+set size (``VmHWM``; see ``_memory.py``), so the two libraries never share an allocator. Both compute P@1,
 R-Precision and MAP@R with the query removed and singleton classes left out: simtool's
 ``retrieval_metrics`` (what ``evaluate --type classes`` runs; cosine, exact, chunked) and
 ``AccuracyCalculator(k="max_bin_count")`` with its default faiss ``IndexFlatL2`` search (on unit
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _memory import peak_gb
 
 RETRIEVAL = ("precision_at_1", "r_precision", "map_at_r")
 PML_NAMES = {"precision_at_1": "precision_at_1", "r_precision": "r_precision", "map_at_r": "mean_average_precision_at_r", "NMI": "NMI", "AMI": "AMI"}
@@ -93,18 +94,18 @@ def child(args) -> None:
         res = calc.get_accuracy(t, lt)
         seconds = time.perf_counter() - start
         out = {k: float(res[v]) for k, v in PML_NAMES.items() if v in res}
-    print(json.dumps({"seconds": seconds, "metrics": out}), flush=True)
+    print(json.dumps({"seconds": seconds, "metrics": out, "peak_gb": peak_gb()}), flush=True)
 
 
 def measure(which: str, data: Path, labels: Path, args) -> dict:
-    """Run one child; ``os.wait4`` gives that child's own peak resident set size."""
+    """Run one child, which reports its own peak resident set size (``_memory.peak_gb``)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--data", str(data), "--labels", str(labels),
            "--threads", str(args.threads), "--device", args.device] + (["--clustering"] if args.clustering else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
         proc = subprocess.Popen(cmd, stdout=fout, stderr=ferr, text=True, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         fout.seek(0)
         ferr.seek(0)
@@ -112,7 +113,6 @@ def measure(which: str, data: Path, labels: Path, args) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{which} failed (exit {proc.returncode}):\n{err[-3000:]}")
     res = json.loads(out.strip().splitlines()[-1])
-    res["peak_gb"] = usage.ru_maxrss / 2**20  # KiB on Linux
     return res
 
 
