@@ -165,11 +165,15 @@ def test_bfloat16_screen_finds_the_exact_cosine_neighbours(blocks):
     qry, mem = torch.from_numpy(x[1000:]), torch.from_numpy(x[:1000])
     qry[:5] = mem[650]  # queries whose 20 nearest include a run of 21 equal scores
     ref = brute_cosine(qry.numpy(), mem.numpy(), 20)
-    screened, s_val = knn_neighbours(qry, mem, 20, screen=True, **blocks)
-    plain, p_val = knn_neighbours(qry, mem, 20, screen=False, **blocks)
-    np.testing.assert_array_equal(screened.numpy(), ref)
-    np.testing.assert_array_equal(plain.numpy(), ref)
-    torch.testing.assert_close(s_val, p_val, rtol=0, atol=1e-6)
+    sim = F.normalize(qry, dim=1).double() @ F.normalize(mem, dim=1).double().T
+    rows = torch.arange(len(qry))[:, None]
+    for screen in (True, False):
+        idx, val = knn_neighbours(qry, mem, 20, screen=screen, **blocks)
+        # the float64 neighbours, in their order except where float32 rounding cannot tell two apart
+        torch.testing.assert_close(sim[rows, idx], sim[rows, torch.from_numpy(ref)], rtol=0, atol=1e-6)
+        assert (idx.numpy() == ref).mean() > 0.999
+        np.testing.assert_array_equal(idx[:5].numpy(), ref[:5])  # the run of equal scores, by index
+        torch.testing.assert_close(val.double(), sim[rows, idx], rtol=0, atol=1e-6)
 
 
 def test_bfloat16_screen_hands_unproven_queries_to_the_exact_path():
@@ -188,9 +192,9 @@ def test_bfloat16_screen_hands_unproven_queries_to_the_exact_path():
 
 
 def test_bfloat16_product_error_is_within_the_screen_bound():
-    """The bound _knn_screened proves with assumes the bfloat16 product accumulates in float32 and
+    """The bound Bf16Screen proves with assumes the bfloat16 product accumulates in float32 and
     rounds once; check it on this machine's kernel for every pair."""
-    from simtool.metrics.probes import _U16
+    from simtool.metrics.retrieval import _U16
 
     x, _ = blobs(3000, 5, 96, seed=7, spread=1.5)
     xn = F.normalize(torch.from_numpy(x), dim=1)

@@ -73,10 +73,11 @@ def tie_labels(n: int, seed: int = 1) -> np.ndarray:
     return labels
 
 
+@pytest.mark.parametrize("screen", [False, True])
 @pytest.mark.parametrize("blocks", BLOCKS)
-def test_knn_is_exact_with_ties_duplicates_and_zero_rows(blocks):
+def test_knn_is_exact_with_ties_duplicates_and_zero_rows(blocks, screen):
     x = tie_data()
-    got = knn(torch.from_numpy(x), 9, **blocks).numpy()
+    got = knn(torch.from_numpy(x), 9, screen=screen, **blocks).numpy()
     assert np.array_equal(got, ref_neighbours(x)[:, :9])
 
 
@@ -91,19 +92,21 @@ def test_knn_euclidean_on_integer_data_with_ties(blocks):
 def test_knn_on_continuous_data_and_small_n():
     x = np.random.default_rng(3).standard_normal((500, 12)).astype(np.float32)
     for blocks in BLOCKS:
-        assert np.array_equal(knn(torch.from_numpy(x), 12, **blocks).numpy(), ref_neighbours(x)[:, :12])
+        for screen in (False, True):
+            assert np.array_equal(knn(torch.from_numpy(x), 12, screen=screen, **blocks).numpy(), ref_neighbours(x)[:, :12])
     tiny = x[:3]
     assert np.array_equal(knn(torch.from_numpy(tiny), 2).numpy(), ref_neighbours(tiny))
     with pytest.raises(ValueError, match="k must be"):
         knn(torch.from_numpy(tiny), 3)
 
 
+@pytest.mark.parametrize("screen", [False, True])
 @pytest.mark.parametrize("blocks", BLOCKS[:3])
-def test_metrics_match_brute_force_with_ties_and_singletons(blocks):
+def test_metrics_match_brute_force_with_ties_and_singletons(blocks, screen):
     x = tie_data()
     labels = tie_labels(len(x))
     ks = (1, 2, 4, 8, 16)
-    got = retrieval_metrics(torch.from_numpy(x), labels, ks, **blocks)
+    got = retrieval_metrics(torch.from_numpy(x), labels, ks, screen=screen, **blocks)
     ref = ref_metrics(x, labels, ks)
     for key, values in ref.items():
         assert got[key].shape == values.shape
@@ -167,9 +170,29 @@ def test_tie_heavy_rows_take_the_exact_fallback_and_agree(monkeypatch):
     real = mod._exact_rows
     monkeypatch.setattr(mod, "_exact_rows", lambda q, *a, **kw: calls.append(len(q)) or real(q, *a, **kw))
     x = tie_data(400, seed=3)
-    got = knn(torch.from_numpy(x), 5, query_block=50, ref_block=64).numpy()
+    got = knn(torch.from_numpy(x), 5, query_block=50, ref_block=64, screen=False).numpy()
     assert calls and sum(calls) < len(x), "some, not all, queries needed the exact path"
     assert np.array_equal(got, ref_neighbours(x)[:, :5])
     calls.clear()
-    knn(torch.randn(400, 16), 5, query_block=50, ref_block=64)
+    knn(torch.randn(400, 16), 5, query_block=50, ref_block=64, screen=False)
     assert not calls, "continuous data never need it"
+
+
+def test_bfloat16_screen_of_class_retrieval_on_continuous_data_with_duplicates():
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((60, 32)) * 0.6)[rng.integers(0, 60, 1500)] + rng.standard_normal((1500, 32))
+    x = x.astype(np.float32)
+    x[100:130] = x[99]  # 31 equal rows: ties at every cut of their queries
+    labels = rng.integers(0, 60, 1500)
+    sim = ref_similarity(x, "cosine")
+    ref = ref_neighbours(x)[:, :20]
+    got = knn(torch.from_numpy(x), 20, screen=True).numpy()
+    rows = np.arange(len(x))[:, None]
+    # the same neighbours in the same order, except items whose similarities differ by less than
+    # float32 rounding (their order is float32's, as in the plain path)
+    np.testing.assert_allclose(sim[rows, got], sim[rows, ref], rtol=0, atol=1e-6)
+    assert (got == ref).mean() > 0.999
+    assert np.array_equal(got[99:131], ref[99:131]), "exact ties go to the lower index"
+    ours, plain = (retrieval_metrics(torch.from_numpy(x), labels, (1, 4), screen=s) for s in (True, False))
+    for key in ("precision_at_1", "recall_at_4", "r_precision", "map_at_r"):
+        assert abs(ours[key].mean() - plain[key].mean()) < 1e-3, key

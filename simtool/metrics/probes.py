@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simtool.metrics.retrieval import _exact_rows, _index_of, _keys, _value_of, prepare
+from simtool.metrics.retrieval import Bf16Screen, _exact_rows, _index_of, _keys, _value_of, bf16_pays, prepare, screen_candidates
 from simtool.metrics.similarity import _np64, cosine_distance_triangle, linear_cka, rsa
 
 __all__ = ["LogisticFit", "logistic_fit", "logistic_predict", "ridge_fit", "linear_predict", "standardize", "knn_neighbours", "weighted_knn",
@@ -234,7 +234,7 @@ def knn_neighbours(query: Tensor, memory: Tensor, k: int, distance: str = "cosin
     D = 512 re-scoring the candidates costs more than the top-k it saves.)
 
     ``screen`` (cosine on the CPU only): find candidates with a bfloat16 product first and prove
-    them complete (:func:`_knn_screened`); ``None`` does so where this CPU multiplies bfloat16 at
+    them complete (:class:`~simtool.metrics.retrieval.Bf16Screen`); ``None`` does so where this CPU multiplies bfloat16 at
     least twice as fast as float32 (measured once per process). The neighbours are exact either
     way; scores can differ in float32's last bit, as they can between tile shapes.
     """
@@ -244,7 +244,7 @@ def knn_neighbours(query: Tensor, memory: Tensor, k: int, distance: str = "cosin
     if query.shape[1] != memory.shape[1]:
         raise ValueError(f"query and memory need the same dimension, got {query.shape[1]} and {memory.shape[1]}")
     on_cpu = query.device.type == "cpu" and memory.device.type == "cpu"
-    if distance == "cosine" and on_cpu and q_n and _screen_candidates(k, n) < n and (screen if screen is not None else _bf16_pays(memory.shape[1])):
+    if distance == "cosine" and on_cpu and q_n and screen_candidates(k, n) < n and (screen if screen is not None else bf16_pays(memory.shape[1])):
         idx, val, redo = _knn_screened(query, memory, k, query_block, ref_block)
         if len(redo):
             idx[redo], val[redo] = _knn_exact(query[redo], memory, k, distance, query_block, ref_block)
@@ -288,80 +288,27 @@ def _knn_exact(query: Tensor, memory: Tensor, k: int, distance: str, query_block
     return idx_out, val_out
 
 
-_BF16_PAYS: dict[tuple[int, int], bool] = {}
-_U16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
-_U32 = 2.0**-24
-
-
-def _bf16_pays(d: int) -> bool:
-    """Whether a bfloat16 matrix product of kNN-tile shape takes at most half the float32 one's time
-    on this CPU at the current thread count (true where the CPU has bfloat16 dot-product or AMX
-    instructions; emulated bfloat16 is slower than float32). Measured once per dimension and thread count."""
-    key = (int(d), torch.get_num_threads())
-    if key not in _BF16_PAYS:
-        import time
-
-        gen = torch.Generator().manual_seed(0)
-        a, b = torch.randn(256, d, generator=gen), torch.randn(2048, d, generator=gen)
-        times = []
-        for x, y in ((a, b), (a.bfloat16(), b.bfloat16())):
-            x @ y.T  # warm up
-            best = math.inf
-            for _ in range(3):
-                t0 = time.perf_counter()
-                x @ y.T
-                best = min(best, time.perf_counter() - t0)
-            times.append(best)
-        _BF16_PAYS[key] = times[1] <= 0.5 * times[0]
-    return _BF16_PAYS[key]
-
-
-def _screen_candidates(k: int, n: int) -> int:
-    """Candidates kept per query by the bfloat16 screen: ``2k + 8`` (48 at k = 20)."""
-    return min(n, 2 * k + 8)
-
-
 def _knn_screened(query: Tensor, memory: Tensor, k: int, query_block: int | None, ref_block: int | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact cosine ``k`` nearest neighbours through a bfloat16 screen:
-    ``(indices (Q, k), scores (Q, k), queries to redo)``; the rows to redo hold no answer.
+    """Exact cosine ``k`` nearest neighbours through the bfloat16 screen of
+    :class:`simtool.metrics.retrieval.Bf16Screen`: ``(indices (Q, k), scores (Q, k), queries to redo)``;
+    the rows to redo (queries the screen's bound cannot clear; rare on real embeddings: many items
+    within about 0.005 of the k-th similarity) hold no answer. Where most of the first block of
+    queries fails, the screen stops and leaves the rest to the exact path too.
 
-    With ``x^`` the float32 L2-normalised rows and ``h(.)`` rounding to bfloat16, the screen takes
-    the ``c = 2k + 8`` memory items with the largest ``a = h(q^) . h(x^)`` (a bfloat16 product,
-    float32 accumulation, bfloat16 result) per query, and re-scores them in float32 from the input
-    rows (``f = q^ . x^``). Any other item ``j`` has ``a_j <= A`` (the ``c``-th largest ``a``), and
-    the rounding errors are bounded per query by Cauchy-Schwarz on the rounding residuals:
-
-        f_j <= A + u |A| / (1 - u) + (1 + u) |q^| (max_j |x^_j - h(x^_j)| + g (1 + u) X)
-               + |q^ - h(q^)| X + g |q^| X,
-
-    with ``u = 2^-8``, ``g = D 2^-24 / (1 - D 2^-24)`` (float32 sums of ``D`` terms) and ``X``
-    the largest ``|x^_j|``. A query whose ``k``-th re-scored candidate lies above that bound has
-    provably found its exact top ``k`` among the candidates (ties at the cut included: every item
-    with an equal score is a candidate); the others (rare on real embeddings: many items within
-    about 0.005 of the k-th similarity) are returned for the plain exact path. Where the first
-    block of queries mostly fails, the screen stops and leaves the rest to the exact path too.
-
-    Memory: a bfloat16 copy of the normalised memory (half of the float32 copy the exact path
-    makes); candidates are re-normalised from the input rows.
+    Memory: the screen's bfloat16 copy of the normalised memory (half of the float32 copy the exact
+    path makes); the ``2k + 8`` candidates are re-normalised from the input rows for re-scoring.
     """
     n, d = memory.shape
     q_n = query.shape[0]
-    c = _screen_candidates(k, n)
+    c = screen_candidates(k, n)
     memory = memory.detach().float()
     query = query.detach().float()
     norms = torch.empty(n)
-    ref_h = torch.empty(n, d, dtype=torch.bfloat16)
-    resid = 0.0  # the largest |x^_j - h(x^_j)|
-    big_x = 0.0  # the largest |x^_j| (1 up to rounding, 0 for a zero row)
+    screen = Bf16Screen(n, d)
     for s in range(0, n, 2048):
         rows = memory[s : s + 2048]
-        nrm = torch.linalg.vector_norm(rows, dim=1).clamp_min(1e-12)
-        unit = rows / nrm[:, None]
-        ref_h[s : s + 2048] = unit
-        norms[s : s + 2048] = nrm
-        big_x = max(big_x, float(torch.linalg.vector_norm(unit, dim=1).max()))
-        resid = max(resid, float(torch.linalg.vector_norm(unit.sub_(ref_h[s : s + 2048]), dim=1).max()))
-    g = d * _U32 / (1 - d * _U32)
+        norms[s : s + 2048] = torch.linalg.vector_norm(rows, dim=1).clamp_min(1e-12)
+        screen.add(rows / norms[s : s + 2048, None])
     bq = int(query_block or 512)
     br = int(ref_block or 8192)  # 512 x 8192 bfloat16 tiles (8 MiB); 16384 is about 10 % faster but raises the peak by 30 MB
     idx_out = torch.zeros(q_n, k, dtype=torch.int64)
@@ -370,31 +317,17 @@ def _knn_screened(query: Tensor, memory: Tensor, k: int, query_block: int | None
     for qs in range(0, q_n, bq):
         qn = query[qs : qs + bq]
         qn = qn / torch.linalg.vector_norm(qn, dim=1).clamp_min(1e-12)[:, None]
-        qb = qn.bfloat16()
-        m = len(qb)
-        q_size = torch.linalg.vector_norm(qn, dim=1).double()  # |h(v)| <= (1 + u) |v| for any v
-        slack = (q_size * (1 + _U16) * (resid + g * (1 + _U16) * big_x)
-                 + torch.linalg.vector_norm(qn - qb.float(), dim=1).double() * big_x + q_size * g * big_x) * 1.001 + 1e-6
-        best_v = best_i = None
-        for rs in range(0, n, br):
-            w = min(br, n - rs)
-            a = qb @ ref_h[rs : rs + w].T
-            v, i = _top_by_groups(a, min(c, w))
-            i = i + rs
-            if best_v is not None:
-                v, j = torch.cat([best_v, v], 1).topk(min(c, best_v.shape[1] + v.shape[1]), dim=1)
-                i = torch.cat([best_i, i], 1).gather(1, j)
-            best_v, best_i = v, i
-        bound = best_v[:, -1].double()
-        bound = bound + _U16 * bound.abs() / (1 - _U16) + slack
-        f = torch.empty(m, c)
-        for s in range(0, m, 64):
-            cand = best_i[s : s + 64]
-            rows = memory[cand.flatten()].view(len(cand), c, d).div_(norms[cand][..., None])
-            f[s : s + 64] = torch.bmm(rows, qn[s : s + len(cand), :, None]).squeeze(-1)
-        keys = _keys(f, best_i).topk(k, dim=1).values  # (score desc, index asc)
-        kth = _value_of(keys[:, -1]).double()
-        ok = kth > bound  # False for NaN
+        m = len(qn)
+
+        def rescore(cand: Tensor, qn=qn) -> Tensor:
+            f = torch.empty(cand.shape)
+            for s in range(0, len(cand), 64):
+                part = cand[s : s + 64]
+                rows = memory[part.flatten()].view(len(part), c, d).div_(norms[part][..., None])
+                f[s : s + 64] = torch.bmm(rows, qn[s : s + len(part), :, None]).squeeze(-1)
+            return f
+
+        keys, ok = screen.search(qn, k, c, rescore, br)
         idx_out[qs : qs + m] = _index_of(keys)
         val_out[qs : qs + m] = _value_of(keys)
         bad = (~ok).nonzero().flatten() + qs
@@ -403,24 +336,6 @@ def _knn_screened(query: Tensor, memory: Tensor, k: int, query_block: int | None
             failed.append(torch.arange(qs + m, q_n))
             break
     return idx_out, val_out, torch.cat(failed)
-
-
-def _top_by_groups(a: Tensor, c: int) -> tuple[Tensor, Tensor]:
-    """``(values, columns)`` of the ``c`` largest entries of every row of ``a`` (any order of equal
-    values): the row's columns split into ``G`` interleaved groups (column ``j`` in group
-    ``j mod G``) whose maxima are one fast reduction; the ``c`` largest entries lie in the ``c``
-    groups of the largest maxima, so only those ``c * w / G`` entries are ranked."""
-    m, w = a.shape
-    size = 1
-    while size < 32 and w % (2 * size) == 0 and w // (2 * size) >= 4 * c:
-        size *= 2
-    if size == 1:
-        return a.topk(c, dim=1)
-    groups = w // size
-    top_groups = a.view(m, size, groups).amax(1).topk(c, dim=1).indices  # (m, c)
-    cols = (top_groups[:, :, None] + groups * torch.arange(size)).flatten(1)
-    v, j = a.gather(1, cols).topk(c, dim=1)
-    return v, cols.gather(1, j)
 
 
 def weighted_knn(query: Tensor, memory: Tensor, memory_labels, n_classes: int, k: int = 20, temperature: float = 0.07,

@@ -31,6 +31,11 @@ groups whose maximum is at least the k-th largest group maximum; a few more than
 taken, their members re-scored exactly and ranked by (similarity, then lower index). A query
 whose selection cannot prove that (ties at the boundary, e.g. duplicate embeddings) is redone
 with a plain exact tile-by-tile top-k, so the result never depends on the shortcut.
+
+On a CPU that multiplies bfloat16 at least twice as fast as float32 (:func:`bf16_pays`), the
+cosine search screens first (:class:`Bf16Screen`): the ``2k + 8`` best items of a bfloat16 product
+are re-scored in float32, and a per-query bound on the bfloat16 rounding proves that no other item
+can be among the ``k`` nearest; queries it cannot prove take the path above.
 """
 
 from __future__ import annotations
@@ -116,6 +121,126 @@ def _exact_rows(q: Tensor, ref: Tensor, rows: Tensor, k: int, ref_block: int) ->
     return best
 
 
+# -- bfloat16 screen -------------------------------------------------------------------------------
+
+_BF16_PAYS: dict[tuple[int, int], bool] = {}
+_U16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
+_U32 = 2.0**-24
+
+
+def bf16_pays(d: int) -> bool:
+    """Whether a bfloat16 matrix product of search-tile shape takes at most half the float32 one's
+    time on this CPU at the current thread count (true where the CPU has bfloat16 dot-product or
+    AMX instructions; emulated bfloat16 is slower than float32). Timed once per dimension and thread count."""
+    key = (int(d), torch.get_num_threads())
+    if key not in _BF16_PAYS:
+        import time
+
+        gen = torch.Generator().manual_seed(0)
+        a, b = torch.randn(256, d, generator=gen), torch.randn(2048, d, generator=gen)
+        times = []
+        for x, y in ((a, b), (a.bfloat16(), b.bfloat16())):
+            x @ y.T  # warm up
+            best = math.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                x @ y.T
+                best = min(best, time.perf_counter() - t0)
+            times.append(best)
+        _BF16_PAYS[key] = times[1] <= 0.5 * times[0]
+    return _BF16_PAYS[key]
+
+
+def screen_candidates(k: int, n: int) -> int:
+    """Candidates kept per query by the bfloat16 screen: ``2k + 8`` (48 at k = 20), at most ``n``."""
+    return min(n, 2 * k + 8)
+
+
+def _top_by_groups(a: Tensor, c: int) -> tuple[Tensor, Tensor]:
+    """``(values, columns)`` of the ``c`` largest entries of every row of ``a`` (any order of equal
+    values): the row's ``w`` columns split into ``G`` interleaved groups (column ``j`` in group
+    ``j mod G``) whose maxima are one fast reduction; the ``c`` largest entries lie in the ``c``
+    groups of the largest maxima, so only those groups' entries are ranked."""
+    m, w = a.shape
+    size = 1
+    while size < 32 and w % (2 * size) == 0 and w // (2 * size) >= 4 * c:
+        size *= 2
+    if size == 1:
+        return a.topk(c, dim=1)
+    groups = w // size
+    top_groups = a.view(m, size, groups).amax(1).topk(c, dim=1).indices  # (m, c)
+    cols = (top_groups[:, :, None] + groups * torch.arange(size, device=a.device)).flatten(1)
+    v, j = a.gather(1, cols).topk(c, dim=1)
+    return v, cols.gather(1, j)
+
+
+class Bf16Screen:
+    """Exact top-k by dot product of unit rows through a bfloat16 screen.
+
+    With ``x^`` the float32 unit rows the scores are defined on and ``h(.)`` rounding to bfloat16,
+    :meth:`search` takes the ``c`` items with the largest ``a = h(q^) . h(x^)`` (a bfloat16
+    product: float32 accumulation, a bfloat16 result) per query, and the caller re-scores them in
+    float32 (``f = q^ . x^``). Any other item ``j`` has ``a_j <= A`` (the ``c``-th largest ``a``),
+    and by Cauchy-Schwarz on the rounding residuals
+
+        f_j <= A + u |A| / (1 - u) + (1 + u) |q^| (max_j |x^_j - h(x^_j)| + g (1 + u) X)
+               + |q^ - h(q^)| X + g |q^| X,
+
+    with ``u = 2^-8``, ``g = D 2^-24 / (1 - D 2^-24)`` (float32 sums of ``D`` terms) and ``X`` the
+    largest ``|x^_j|``. A query whose ``k``-th re-scored candidate lies above that bound has provably
+    found its exact top ``k`` among the candidates (ties at the cut included: every item with an
+    equal score is a candidate); the others are flagged for the plain float32 search.
+
+    Build it from the unit rows in row chunks (:meth:`add`), so the bfloat16 copy (half the float32
+    rows' memory) is the only copy made.
+    """
+
+    def __init__(self, n: int, d: int):
+        self.ref = torch.empty(n, d, dtype=torch.bfloat16)
+        self.resid = 0.0  # the largest |x^_j - h(x^_j)|
+        self.size = 0.0  # the largest |x^_j|: 1 up to rounding, 0 for a zero row
+        self.filled = 0
+
+    def add(self, unit: Tensor) -> None:
+        """Append float32 unit rows (overwritten: the chunk is used as scratch)."""
+        s = self.filled
+        self.ref[s : s + len(unit)] = unit
+        self.size = max(self.size, float(torch.linalg.vector_norm(unit, dim=1).max())) if len(unit) else self.size
+        if len(unit):
+            self.resid = max(self.resid, float(torch.linalg.vector_norm(unit.sub_(self.ref[s : s + len(unit)]), dim=1).max()))
+        self.filled += len(unit)
+
+    def search(self, q: Tensor, k: int, c: int, rescore, ref_block: int = 8192, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(keys (b, k), proven (b,))`` for the float32 unit query rows ``q``; ``rescore(cand (b, c))``
+        returns the float32 scores ``f`` of those candidates; ``exclude`` (b,): an item per query that is
+        never its neighbour (the query itself), or ``None``."""
+        n, d = self.ref.shape
+        q_h = q.bfloat16()
+        g = d * _U32 / (1 - d * _U32)
+        x = self.size
+        q_size = torch.linalg.vector_norm(q, dim=1).double()  # |h(v)| <= (1 + u) |v| for any v
+        slack = (q_size * (1 + _U16) * (self.resid + g * (1 + _U16) * x)
+                 + torch.linalg.vector_norm(q - q_h.float(), dim=1).double() * x + q_size * g * x) * 1.001 + 1e-6
+        best_v = best_i = None
+        rows = torch.arange(len(q))
+        for rs in range(0, n, ref_block):
+            w = min(ref_block, n - rs)
+            a = q_h @ self.ref[rs : rs + w].T
+            if exclude is not None:
+                hit = (exclude >= rs) & (exclude < rs + w)
+                a[rows[hit], exclude[hit] - rs] = _NEG
+            v, i = _top_by_groups(a, min(c, w))
+            i = i + rs
+            if best_v is not None:
+                v, j = torch.cat([best_v, v], 1).topk(min(c, best_v.shape[1] + v.shape[1]), dim=1)
+                i = torch.cat([best_i, i], 1).gather(1, j)
+            best_v, best_i = v, i
+        bound = best_v[:, -1].double()
+        bound = bound + _U16 * bound.abs() / (1 - _U16) + slack
+        keys = _keys(rescore(best_i), best_i).topk(k, dim=1).values  # (score desc, index asc)
+        return keys, _value_of(keys[:, -1]).double() > bound  # False for NaN
+
+
 def knn_chunks(
     query: Tensor,
     ref: Tensor,
@@ -123,6 +248,7 @@ def knn_chunks(
     query_block: int | None = None,
     ref_block: int | None = None,
     extra_groups: int | None = None,
+    screen: bool = False,
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     """Exact k nearest neighbours of every row of ``query`` among the rows of ``ref`` (same items).
 
@@ -132,6 +258,9 @@ def knn_chunks(
         k: neighbours per query, ``1 <= k <= N - 1``.
         query_block, ref_block: tile size (default 256 × 2048 on CPU, 4096 × 8192 on CUDA).
         extra_groups: groups taken beyond ``k`` (default ``max(2, k // 4)``).
+        screen: CPU, cosine (unit rows) only: candidates from the bfloat16 screen of
+            :class:`Bf16Screen` (the caller decides, e.g. with :func:`bf16_pays`); queries it cannot
+            prove, and all queries after a first block that mostly fails, take the group path.
 
     Yields:
         ``(start, indices, similarities)`` per block of queries: ``(b, k)`` int64 neighbour
@@ -142,6 +271,43 @@ def knn_chunks(
         raise ValueError(f"query and ref must hold the same N items, got {n} and {ref.shape[0]}")
     if not 1 <= k <= n - 1:
         raise ValueError(f"k must be in 1..N-1 = {n - 1}, got {k}")
+    c = screen_candidates(k, n - 1)
+    if screen and query.device.type == "cpu" and c < n - 1:
+        yield from _knn_chunks_screened(query, ref, k, c, query_block, ref_block, extra_groups)
+        return
+    yield from _knn_chunks_groups(query, ref, k, query_block, ref_block, extra_groups)
+
+
+def _knn_chunks_screened(query: Tensor, ref: Tensor, k: int, c: int, query_block, ref_block, extra_groups, bq: int = 512):
+    n, d = ref.shape
+    scr = Bf16Screen(n, d)
+    for s in range(0, n, 2048):
+        scr.add(ref[s : s + 2048].clone())
+    br = 8192
+    for qs in range(0, n, bq):
+        q = query[qs : qs + bq]
+        b = len(q)
+
+        def rescore(cand: Tensor, q=q) -> Tensor:
+            f = torch.empty(cand.shape)
+            for s in range(0, len(cand), 64):
+                part = cand[s : s + 64]
+                f[s : s + 64] = torch.bmm(ref.index_select(0, part.flatten()).view(len(part), c, d), q[s : s + len(part), :, None]).squeeze(-1)
+            return f
+
+        keys, ok = scr.search(q, k, c, rescore, br, exclude=torch.arange(qs, qs + b))
+        bad = (~ok).nonzero().flatten()
+        if qs == 0 and len(bad) > b // 2:  # the screen does not pay on these embeddings
+            del scr
+            yield from _knn_chunks_groups(query, ref, k, query_block, ref_block, extra_groups)
+            return
+        if len(bad):
+            keys[bad] = _exact_rows(q[bad], ref, bad + qs, k, int(ref_block or 2048))
+        yield qs, _index_of(keys), _value_of(keys)
+
+
+def _knn_chunks_groups(query: Tensor, ref: Tensor, k: int, query_block, ref_block, extra_groups):
+    n = query.shape[0]
     device = query.device
     cuda = device.type == "cuda"
     bq = int(query_block or (4096 if cuda else 256))
@@ -193,11 +359,20 @@ def knn_chunks(
         yield qs, _index_of(keys), _value_of(keys)
 
 
-def knn(x: Tensor, k: int, distance: str = "cosine", device: torch.device | str | None = None, **blocks) -> Tensor:
+def _auto_screen(distance: str, query: Tensor, k: int, screen: bool | None) -> bool:
+    """Whether :func:`knn_chunks` screens: cosine on the CPU where bfloat16 pays, unless told."""
+    if distance != "cosine" or query.device.type != "cpu":
+        return False
+    if screen is not None:
+        return bool(screen)
+    return screen_candidates(k, query.shape[0] - 1) < query.shape[0] - 1 and bf16_pays(query.shape[1])
+
+
+def knn(x: Tensor, k: int, distance: str = "cosine", device: torch.device | str | None = None, screen: bool | None = None, **blocks) -> Tensor:
     """``(N, k)`` int64 exact nearest-neighbour indices (self excluded, ties → lower index), on the CPU."""
     query, ref = prepare(x, distance, device)
     out = torch.empty(x.shape[0], k, dtype=torch.int64)
-    for start, idx, _ in knn_chunks(query, ref, k, **blocks):
+    for start, idx, _ in knn_chunks(query, ref, k, screen=_auto_screen(distance, query, k, screen), **blocks):
         out[start : start + idx.shape[0]] = idx.cpu()
     return out
 
@@ -259,7 +434,8 @@ def retrieval_metrics(
     rp = np.zeros(n, dtype=np.float64)
     mapr = np.zeros(n, dtype=np.float64)
     pos = torch.arange(k, device=dev).unsqueeze(0)
-    for start, idx, _ in knn_chunks(query, ref, k, **blocks):
+    screen = _auto_screen(distance, query, k, blocks.pop("screen", None))
+    for start, idx, _ in knn_chunks(query, ref, k, screen=screen, **blocks):
         b = idx.shape[0]
         mine = lab[start : start + b]
         r = r_t[start : start + b]
