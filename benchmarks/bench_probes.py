@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _memory import peak_gb
+from _memory import peak_gb, rss_gb
 
 
 def make_data(n: int, n_test: int, classes: int, d: int, noise: float, seed: int = 0):
@@ -54,11 +54,6 @@ def make_data(n: int, n_test: int, classes: int, d: int, noise: float, seed: int
     mean, sd = x[:n].mean(0), x[:n].std(0)
     x = (x - mean) / sd
     return x[:n].astype(np.float32), y[:n].astype(np.int64), x[n:].astype(np.float32), y[n:].astype(np.int64)
-
-
-def rss_gb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def child(args) -> None:

@@ -24,7 +24,8 @@ class codes ``0..C-1``) and knows nothing of datasets or evaluators.
   largest sum wins (ties: the lower class code). Neighbours are exact, from tiles of matrix
   products (never a ``Q x N`` matrix); equal similarities go to the lower memory index. On CPUs
   with fast bfloat16 the cosine search screens candidates with a bfloat16 product and a proven
-  bound on its rounding, then re-scores them in float32 (:func:`_knn_screened`).
+  bound on its rounding, then re-scores them in float32
+  (:class:`simtool.metrics.retrieval.Bf16Screen`).
 * :func:`rsa_cka_bootstrap` - RSA (:func:`simtool.metrics.similarity.rsa`) and linear CKA
   (:func:`simtool.metrics.similarity.linear_cka`) of items resampled with replacement. A
   resample's RSA is the Spearman correlation over its pairs of *distinct* items (a pair of copies
@@ -234,9 +235,10 @@ def knn_neighbours(query: Tensor, memory: Tensor, k: int, distance: str = "cosin
     D = 512 re-scoring the candidates costs more than the top-k it saves.)
 
     ``screen`` (cosine on the CPU only): find candidates with a bfloat16 product first and prove
-    them complete (:class:`~simtool.metrics.retrieval.Bf16Screen`); ``None`` does so where this CPU multiplies bfloat16 at
-    least twice as fast as float32 (measured once per process). The neighbours are exact either
-    way; scores can differ in float32's last bit, as they can between tile shapes.
+    them complete (:class:`~simtool.metrics.retrieval.Bf16Screen`); ``None`` does so where this CPU
+    multiplies bfloat16 at least twice as fast as float32 (measured once per process). The
+    neighbours are exact either way; scores can differ in float32's last bit, as they can between
+    tile shapes.
     """
     n, q_n = memory.shape[0], query.shape[0]
     if not 1 <= k <= n:

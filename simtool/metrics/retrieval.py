@@ -203,12 +203,13 @@ class Bf16Screen:
 
     def add(self, unit: Tensor) -> None:
         """Append float32 unit rows (overwritten: the chunk is used as scratch)."""
-        s = self.filled
-        self.ref[s : s + len(unit)] = unit
-        self.size = max(self.size, float(torch.linalg.vector_norm(unit, dim=1).max())) if len(unit) else self.size
-        if len(unit):
-            self.resid = max(self.resid, float(torch.linalg.vector_norm(unit.sub_(self.ref[s : s + len(unit)]), dim=1).max()))
-        self.filled += len(unit)
+        s, e = self.filled, self.filled + len(unit)
+        if s == e:
+            return
+        self.ref[s:e] = unit
+        self.size = max(self.size, float(torch.linalg.vector_norm(unit, dim=1).max()))
+        self.resid = max(self.resid, float(torch.linalg.vector_norm(unit.sub_(self.ref[s:e]), dim=1).max()))
+        self.filled = e
 
     def search(self, q: Tensor, k: int, c: int, rescore, ref_block: int = 8192, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(keys (b, k), proven (b,))`` for the float32 unit query rows ``q``; ``rescore(cand (b, c))``
@@ -278,12 +279,12 @@ def knn_chunks(
     yield from _knn_chunks_groups(query, ref, k, query_block, ref_block, extra_groups)
 
 
-def _knn_chunks_screened(query: Tensor, ref: Tensor, k: int, c: int, query_block, ref_block, extra_groups, bq: int = 512):
+def _knn_chunks_screened(query: Tensor, ref: Tensor, k: int, c: int, query_block, ref_block, extra_groups):
     n, d = ref.shape
     scr = Bf16Screen(n, d)
     for s in range(0, n, 2048):
         scr.add(ref[s : s + 2048].clone())
-    br = 8192
+    bq, br = int(query_block or 512), int(ref_block or 8192)  # bfloat16 tiles of 8 MiB unless told
     for qs in range(0, n, bq):
         q = query[qs : qs + bq]
         b = len(q)
