@@ -275,3 +275,22 @@ def test_figures_have_chance_lines_and_unit_axes(tmp_path, monkeypatch):
     lines = [seg for c in ax.collections for seg in getattr(c, "get_segments", lambda: [])()]
     assert {round(float(seg[0][1]), 4) for seg in lines} >= {0.3333, 0.5}
     assert ax.get_ylim()[1] <= 1.0
+
+
+def flat(text: str) -> str:
+    """The output with its line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_a_retry_with_the_same_out_says_it_replaced_the_previous_file(tmp_path, tiny_run):
+    out = tmp_path / "emb.safetensors"
+    first = cli("save-embeddings", tiny_run, "--out", out)
+    assert first.exit_code == 0, first.output
+    assert "replaced" not in first.output
+    again = cli("save-embeddings", tiny_run, "--out", out)
+    assert again.exit_code == 0 and "(replaced the previous file)" in flat(again.output), again.output
+    res = tmp_path / "r.json"
+    outputs = [flat(cli("evaluate", out, "--type", "odd-one-out", "--out", res).output) for _ in range(2)]
+    assert "replaced" not in outputs[0] and "r.json (replaced the previous file)" in outputs[1], outputs
+    first, again = (flat(cli("compare", res, "--out", tmp_path / "cmp", "--no-figures").output) for _ in range(2))
+    assert "replaced" not in first and "(replaced the previous files)" in again, (first, again)

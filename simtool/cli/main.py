@@ -79,6 +79,28 @@ def root(
         console.quiet = out_console.quiet = True
 
 
+def _existing(*paths) -> set[str]:
+    """The given output paths (and, for a folder, the files in it) that exist before a stage writes."""
+    out: set[str] = set()
+    for p in paths:
+        if not p:
+            continue
+        p = Path(p)
+        if p.is_dir():
+            out.update(str(f) for f in p.rglob("*") if f.is_file())
+        elif p.exists():
+            out.add(str(p))
+    return out
+
+
+def _wrote(written, existed: set[str]) -> str:
+    """``Wrote a, b (replaced the previous file)``: a retry that replaces an earlier output says so."""
+    written = [str(w) for w in written]
+    if len(written) > 1 and all(w in existed for w in written):
+        return "[green]Wrote[/] " + ", ".join(map(escape, written)) + " (replaced the previous files)"
+    return "[green]Wrote[/] " + ", ".join(escape(w) + (" (replaced the previous file)" if w in existed else "") for w in written)
+
+
 def _print_spec(title: str, spec, written_to: str | None = None) -> None:
     """Short form of a resolved spec: the values that differ from the spec class defaults."""
     from simtool.specs.base import flatten
@@ -431,8 +453,9 @@ def save_embeddings(
     from simtool.stages.embed import save_embeddings as _save
 
     _print_spec("save-embeddings", spec)
+    existed = _existing(spec.out)
     info = _save(spec, console)
-    console.print(f"[green]Wrote[/] {escape(info['out'])} and {escape(info['rows'])} ({info['n']} rows, {len(info['models'])} model(s)).")
+    console.print(f"{_wrote([info['out']], existed)} and {escape(info['rows'])} ({info['n']} rows, {len(info['models'])} model(s)).")
 
 
 @app.command()
@@ -476,13 +499,14 @@ def evaluate(
     from simtool.stages.evaluate import evaluate as _evaluate
 
     _print_spec("evaluate", spec)
+    existed = _existing(spec.out)
     with console.status("Evaluating ..."):
         doc, written = _evaluate(spec, console)
     from simtool.evaluators import get_evaluator
 
     _render(get_evaluator(spec.options.type).tables(doc["records"]))
     if written:
-        console.print("[green]Wrote[/] " + ", ".join(escape(str(p)) for p in written))
+        console.print(_wrote(written, existed))
     else:
         console.print("[yellow]Not written[/]: the results of a plain array go only where --out says; pass --out FILE.json to keep them.")
 
@@ -525,13 +549,14 @@ def compare(
     from simtool.stages.compare import compare as _compare
 
     _print_spec("compare", spec)
+    existed = _existing(spec.out)
     with console.status("Comparing ..."):
         tabs, result, written = _compare(spec)
     for w in result.warnings:
         console.print(f"[yellow]Note:[/] {escape(w)}", soft_wrap=True)
     _render(tabs)
     if written:
-        console.print("[green]Wrote[/] " + ", ".join(escape(str(p)) for p in written))
+        console.print(_wrote(written, existed))
 
 
 def command():
